@@ -1,0 +1,20 @@
+//! portcullis: a userspace WireGuard gateway firewall.
+//!
+//! Layer map (a sans-IO core, IO at the edges):
+//!
+//! - [`packet`]: checked parsing, in-place rewrite, checksums, reply builders, defrag.
+//! - [`zone`]: zones (`tun`, `local`, `host`, peers, groups).
+//! - [`conntrack`]: the flow table and TCP state machine.
+//! - [`rules`]: the rule model, a linear reference evaluator and the compiled classifier.
+//! - [`pipeline`]: `Pipeline::handle(packet, ingress zone, now) -> Verdict`.
+//! - [`config`]: TOML -> validated config.
+//! - [`verdict`]: decisions and drop reasons.
+//!
+//! The core does no IO, reads no clock and takes no locks: every entry point
+//! takes `now`. Sockets, the TUN device, signals and the clock live in `io`.
+
+pub mod conntrack;
+pub mod packet;
+pub mod rules;
+pub mod verdict;
+pub mod zone;
