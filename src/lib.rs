@@ -15,6 +15,7 @@
 
 pub mod conntrack;
 pub mod packet;
+pub mod pipeline;
 pub mod rules;
 pub mod verdict;
 pub mod zone;
