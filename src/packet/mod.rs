@@ -196,3 +196,4 @@ impl ParseError {
 
 mod frag_config;
 pub use frag_config::FragConfig;
+pub mod synth;
