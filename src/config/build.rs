@@ -1115,6 +1115,7 @@ impl Builder {
                     let mut known = vec!["tun".to_owned(), "local".into(), "host".into()];
                     known.extend(peers);
                     known.extend(groups);
+                    known.dedup();
                     let what = if s.starts_with("group:") {
                         "no peer is in this group"
                     } else {
