@@ -7,7 +7,9 @@
 //! no problem was found.
 
 use super::parse;
-use super::value::{join, show, Ctx, Tab, ENV_ORIGIN, ENV_PREFIX, ENV_SEPARATOR};
+use super::value::{
+    env_leaf, env_var_name, join, show, Ctx, Tab, ENV_ORIGIN, ENV_PREFIX, ENV_SEPARATOR,
+};
 use super::{Config, ConfigError, Interface, LogConfig, LogFormat, Mode, Peer, RejectLimit};
 use crate::conntrack::{CtConfig, Timeouts};
 use crate::packet::{proto, FragConfig};
@@ -452,8 +454,19 @@ impl Builder {
             return Vec::new();
         };
         let ValueKind::Array(items) = &v.kind else {
-            self.ctx
-                .wrong_type(key, v, &format!("a list of tables, written [[{key}]]"));
+            match env_leaf(v) {
+                Some(leaf) => self.ctx.report(
+                    key,
+                    Some(leaf),
+                    format!(
+                        "[[{key}]] entries can't be set from the environment; expected no {}__* variables",
+                        env_var_name(key)
+                    ),
+                ),
+                None => self
+                    .ctx
+                    .wrong_type(key, v, &format!("a list of tables, written [[{key}]]")),
+            }
             return Vec::new();
         };
         let mut out = Vec::new();

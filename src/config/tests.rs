@@ -776,6 +776,24 @@ fn environment_overrides_apply_and_name_the_variable() {
 }
 
 #[test]
+fn peers_and_rules_cannot_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gateway.toml");
+    std::fs::write(&cfg, base()).unwrap();
+    let e = load_with_env(
+        &cfg,
+        vec![("PORTCULLIS__PEER__0__NAME".to_string(), "x".to_string())],
+    )
+    .unwrap_err();
+    let p = e.problems.iter().find(|p| p.key == "peer").unwrap();
+    assert_eq!(p.file, "environment variable PORTCULLIS__PEER");
+    assert!(
+        p.message.contains("can't be set from the environment"),
+        "{p}"
+    );
+}
+
+#[test]
 fn unreadable_file_is_one_problem() {
     let e = load(Path::new("/nonexistent/portcullis.toml")).unwrap_err();
     assert_eq!(e.problems.len(), 1);

@@ -66,7 +66,25 @@ pub(crate) fn show(v: &Value) -> String {
             let more = if a.len() > 4 { ", ..." } else { "" };
             format!("[{}{more}]", items.join(", "))
         }
-        ValueKind::Table(_) => "a table".into(),
+        ValueKind::Table(t) => {
+            let mut keys: Vec<&str> = t.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            let more = if keys.len() > 4 { ", ..." } else { "" };
+            keys.truncate(4);
+            format!("{{ {}{more} }}", keys.join(", "))
+        }
+    }
+}
+
+/// The first value from the environment inside `v` (itself included).
+pub(crate) fn env_leaf(v: &Value) -> Option<&Value> {
+    if is_env(v) {
+        return Some(v);
+    }
+    match &v.kind {
+        ValueKind::Table(t) => t.values().find_map(env_leaf),
+        ValueKind::Array(a) => a.iter().find_map(env_leaf),
+        _ => None,
     }
 }
 
