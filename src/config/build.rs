@@ -1079,7 +1079,7 @@ impl Builder {
                 ValueKind::String(s) if s.starts_with('!') => {
                     negated += 1;
                     let origin = item.origin().map(str::to_owned);
-                    let stripped = s.trim_start_matches('!').trim().to_owned();
+                    let stripped = s.strip_prefix('!').unwrap_or(s).trim().to_owned();
                     out.push((p, Value::new(origin.as_ref(), ValueKind::String(stripped))));
                 }
                 _ => out.push((p, item)),

@@ -322,6 +322,10 @@ fn negation_applies_to_the_whole_list() {
         "chain = \"forward\"\nsrc = [\"!10.0.0.0/8\", \"192.168.0.0/16\"]\naction = \"accept\"",
     ));
     assert_problem(&e, "rule[0].src", &["mixes negated", "on every entry"]);
+    let e = err_with(&rule(
+        "chain = \"forward\"\nfrom = \"!!tun\"\naction = \"accept\"",
+    ));
+    assert_problem(&e, "rule[0].from", &["\"!tun\"", "unknown"]);
     let e = err_with(&rule("chain = \"forward\"\nsrc = []\naction = \"accept\""));
     assert_problem(&e, "rule[0].src", &["empty list matches nothing"]);
 }
