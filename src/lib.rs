@@ -13,6 +13,7 @@
 //! The core does no IO, reads no clock and takes no locks: every entry point
 //! takes `now`. Sockets, the TUN device, signals and the clock live in `io`.
 
+pub mod config;
 pub mod conntrack;
 pub mod packet;
 pub mod pipeline;

@@ -1,0 +1,196 @@
+//! The example configs in conf/ are valid, and `portcullis check` behaves like
+//! `nginx -t`: exit 0 with a summary on a good config, exit 1 with every
+//! problem on stderr on a bad one.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup step should panic
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const PRIV: &str = "yoRQQN/78RsBQ4jpF6jl6cepio0CtxwVueb3Ge92IKY=";
+const PSK: &str = "EuEnIn6KiiZfm3LcBOa6QypiB/afq2/Xcn57q2TXGzc=";
+
+fn conf(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("conf")
+        .join(name)
+}
+
+fn examples() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("conf"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Copies an example into `dir` with its `/etc/portcullis/` key files moved
+/// there (written with mode 600).
+fn install(example: &Path, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(example).unwrap();
+    let text = text.replace("/etc/portcullis/", &format!("{}/", dir.display()));
+    for (name, key) in [("private.key", PRIV), ("phone.psk", PSK)] {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("{key}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let out = dir.join(example.file_name().unwrap());
+    std::fs::write(&out, text).unwrap();
+    out
+}
+
+fn portcullis(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PORTCULLIS") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn every_example_loads() {
+    let ex = examples();
+    assert!(
+        ex.len() >= 2,
+        "expected gateway.toml and minimal.toml, found {ex:?}"
+    );
+    for example in ex {
+        let dir = tempfile::tempdir().unwrap();
+        let path = install(&example, dir.path());
+        let c = portcullis::config::load_with_env(&path, Vec::new())
+            .unwrap_or_else(|e| panic!("{}: {e}", example.display()));
+        assert!(!c.peers.is_empty(), "{}", example.display());
+    }
+}
+
+#[test]
+fn gateway_example_compiles_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = install(&conf("gateway.toml"), dir.path());
+    let c = portcullis::config::load_with_env(&path, Vec::new()).unwrap();
+    assert_eq!(c.peers.len(), 2);
+    assert!(c.peers[1].preshared_key.is_some());
+    assert!(c.zones.resolve("group:guests").is_some());
+    assert_eq!(c.interface.user.as_deref(), Some("portcullis"));
+    assert!(!c.forward.rules.is_empty() && !c.input.rules.is_empty());
+    assert_eq!(c.sets.len(), 2);
+}
+
+#[test]
+fn check_accepts_a_good_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = install(&conf("gateway.toml"), dir.path());
+    let out = portcullis(&["check", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("is valid"), "{stdout}");
+    assert!(stdout.contains("laptop"), "{stdout}");
+    assert!(stdout.contains("listen port 51820"), "{stdout}");
+
+    // PORTCULLIS_CONFIG names the file; PORTCULLIS__* overrides keys.
+    let out = portcullis(
+        &["check"],
+        &[
+            ("PORTCULLIS_CONFIG", path.to_str().unwrap()),
+            ("PORTCULLIS__INTERFACE__LISTEN_PORT", "51821"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("listen port 51821"));
+}
+
+#[test]
+fn check_refuses_a_bad_config_and_lists_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = install(&conf("gateway.toml"), dir.path());
+    let good = std::fs::read_to_string(&path).unwrap();
+    let bad = good
+        .replace(
+            "dport = [80, 443, \"8000-8999\"]",
+            "dport = [80, 443, \"8000-89999\"]",
+        )
+        .replace("level = \"info\"", "level = \"loud\"")
+        .replace("name = \"phone\"", "name = \"laptop\"");
+    assert_ne!(bad, good);
+    std::fs::write(&path, bad).unwrap();
+    let out = portcullis(&["check", "-c", path.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("has 4 problems"), "{stderr}");
+    assert!(
+        stderr.contains("dport[2]: \"8000-89999\" is invalid"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("log.level: \"loud\" is invalid"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("peer[1].name: \"laptop\" is invalid: duplicate"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    assert!(text(&out.stdout).is_empty());
+
+    // A world-readable key file is refused with a clear message.
+    let key = dir.path().join("private.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&path, &good).unwrap();
+    let out = portcullis(&["check", "-c", path.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("interface.private_key_file"), "{stderr}");
+    assert!(
+        stderr.contains("readable by others (mode 0644); chmod 600 it"),
+        "{stderr}"
+    );
+
+    // A bad environment override names the variable.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = portcullis(
+        &["check", "-c", path.to_str().unwrap()],
+        &[("PORTCULLIS__INTERFACE__MTU", "lots")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("environment variable PORTCULLIS__INTERFACE__MTU"));
+
+    // A missing file.
+    let out = portcullis(&["check", "-c", "/nonexistent/gateway.toml"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot read the file"));
+}
+
+#[test]
+fn placeholders_say_not_implemented_and_help_works() {
+    for sub in ["run", "trace", "genkey", "pubkey", "import", "peer-config"] {
+        let out = portcullis(&[sub], &[]);
+        assert_eq!(out.status.code(), Some(1), "{sub}");
+        assert!(
+            text(&out.stderr).contains("not implemented yet"),
+            "{sub}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = portcullis(&["check", "--help"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    assert!(
+        help.contains("--config") && help.contains("PORTCULLIS_CONFIG"),
+        "{help}"
+    );
+    assert!(help.contains("/etc/portcullis/gateway.toml"), "{help}");
+    let out = portcullis(&["--help"], &[]);
+    assert!(text(&out.stdout).contains("peer-config"));
+}
