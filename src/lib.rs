@@ -16,6 +16,7 @@
 //! takes `now`. Sockets, the TUN device, signals and the clock live in `io`.
 
 pub mod conntrack;
+pub mod io;
 pub mod packet;
 pub mod pipeline;
 pub mod rules;
