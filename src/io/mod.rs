@@ -224,7 +224,10 @@ impl Shell {
                 }
             }
         }
-        self.outs = outs;
+        // `outs` is drained; keep whatever the verdicts queued meanwhile.
+        if self.outs.is_empty() {
+            self.outs = outs;
+        }
         self.flush_outs(now).await;
     }
 
@@ -244,6 +247,7 @@ impl Shell {
 
     async fn send_to_zone(&mut self, z: ZoneId, pkt: &[u8], now: Instant) {
         if z == ZoneId::TUN {
+            tracing::trace!(len = pkt.len(), "to tun");
             match self.tun.send(pkt).await {
                 Ok(_) => self.counters.tun_tx += 1,
                 Err(e) => {
@@ -252,8 +256,11 @@ impl Shell {
                 }
             }
         } else if z.is_peer() {
-            match self.wg.encapsulate(z, pkt, now, &mut self.outs) {
-                EncapStatus::Sent | EncapStatus::Queued => {}
+            let st = self.wg.encapsulate(z, pkt, now, &mut self.outs);
+            tracing::trace!(zone = z.0, status = ?st, len = pkt.len(), "to peer");
+            match st {
+                EncapStatus::Sent => {}
+                EncapStatus::Queued => tracing::debug!(zone = z.0, "held for a handshake"),
                 EncapStatus::KillSwitch => self.counters.count_drop(&DropReason::KillSwitch, z),
                 EncapStatus::NoPeer | EncapStatus::TooBig => {
                     self.counters.count_drop(&DropReason::NoRoute, z)
