@@ -33,6 +33,9 @@ fn peer(zone: ZoneId, name: &str, key: [u8; 32], ep: Option<SocketAddr>) -> WgPe
     }
 }
 
+/// Packets decrypted by each client.
+type PerClient = Vec<Vec<Vec<u8>>>;
+
 struct Lab {
     gw: WgDevice,
     clients: Vec<(WgDevice, SocketAddr)>,
@@ -103,11 +106,7 @@ impl Lab {
     /// Client `i` sends `pkt`; returns the gateway's verdicts for what it decrypted
     /// (running the whole exchange, handshake included, to quiescence), and what
     /// each client decrypted.
-    fn client_sends(
-        &mut self,
-        i: usize,
-        pkt: &[u8],
-    ) -> (Vec<(ZoneId, Verdict)>, Vec<Vec<Vec<u8>>>) {
+    fn client_sends(&mut self, i: usize, pkt: &[u8]) -> (Vec<(ZoneId, Verdict)>, PerClient) {
         let now = Instant::now();
         let mut verdicts = vec![];
         let mut got = vec![vec![]; self.clients.len()];
