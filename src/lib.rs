@@ -9,14 +9,18 @@
 //! - [`pipeline`]: `Pipeline::handle(packet, ingress zone, now) -> Verdict`.
 //! - [`config`]: TOML -> validated config.
 //! - [`verdict`]: decisions and drop reasons.
+//! - [`wg`]: the WireGuard peer table (boringtun), keys, wg-quick import/export.
+//! - [`io`]: the tokio shell: TUN, UDP, timers, signals, privilege drop.
 //!
 //! The core does no IO, reads no clock and takes no locks: every entry point
 //! takes `now`. Sockets, the TUN device, signals and the clock live in `io`.
 
 pub mod config;
 pub mod conntrack;
+pub mod io;
 pub mod packet;
 pub mod pipeline;
 pub mod rules;
 pub mod verdict;
+pub mod wg;
 pub mod zone;

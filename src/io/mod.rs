@@ -1,0 +1,315 @@
+//! The IO shell: the TUN device, the WireGuard UDP socket, timers and signals
+//! around the sans-IO core.
+//!
+//! [`run`] opens the TUN device and the UDP socket (as root), drops to the
+//! configured user ([`privs`]), then runs one task on a current-thread tokio
+//! runtime that owns the [`Pipeline`] and the [`WgDevice`] and `select!`s over:
+//! - a TUN read: `pipeline.handle(pkt, tun)` -> verdict;
+//! - a UDP datagram: `wg.handle_datagram` -> handshake replies go out, each
+//!   decrypted packet goes to `pipeline.handle(pkt, peer zone)` -> verdict;
+//! - a timer tick every [`TICK`]: `wg.update_timers`, and every second
+//!   `pipeline.handle_timeout`;
+//! - SIGINT / SIGTERM: leave the loop; dropping the TUN fd removes the device.
+//!
+//! Verdicts: `Forward(tun)` writes to the TUN, `Forward(peer)` encrypts to that
+//! peer (no session: held for the handshake or dropped and counted as
+//! `kill_switch` — never sent anywhere else), `Drop`/`Reject` are counted by
+//! [`DropReason::name`]; after every `handle`, `pipeline.poll_transmit` is
+//! drained and each packet sent to its zone the same way (rejects travel back
+//! through the tunnel they came from). No locks on the data path: one owner.
+//!
+//! Fail closed: the TUN device is not persistent, so when the process dies the
+//! device, its addresses and its routes vanish; we configure no kernel
+//! forwarding and touch no other interface, so no path around the gateway
+//! exists while it is down.
+//!
+//! Logging (`tracing`): a startup line with the listen port and public key;
+//! verdicts at debug; the first and every 2^n-th drop of each reason at info.
+
+pub mod privs;
+pub mod tun;
+
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::verdict::{DropReason, Verdict};
+use crate::wg::keys::encode_key;
+use crate::wg::{canonical, EncapStatus, WgConfig, WgDevice, WgOutput};
+use crate::zone::ZoneId;
+use anyhow::Context;
+use ipnetwork::IpNetwork;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// How often WireGuard timers run (boringtun's device: 250 ms).
+pub const TICK: Duration = Duration::from_millis(250);
+/// How often the pipeline's housekeeping runs.
+pub const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// Everything `portcullis run` needs, mapped from the validated config.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub tun_name: String,
+    pub mtu: u16,
+    /// The gateway's tunnel addresses (set on the TUN; prefixes become routes).
+    pub addresses: Vec<IpNetwork>,
+    pub wg: WgConfig,
+    /// Switch to this user after opening the TUN and the socket (name or `uid:gid`).
+    pub user: Option<String>,
+    pub pipeline: PipelineConfig,
+}
+
+/// Counters kept by the shell.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IoCounters {
+    pub tun_rx: u64,
+    pub tun_tx: u64,
+    pub udp_rx: u64,
+    pub udp_tx: u64,
+    pub send_errors: u64,
+    /// Drops and rejects by reason name (`kill_switch`, `spoofed_source`, ...).
+    pub drops: BTreeMap<&'static str, u64>,
+}
+
+impl IoCounters {
+    fn count_drop(&mut self, r: &DropReason, zone: ZoneId) {
+        let n = self.drops.entry(r.name()).or_insert(0);
+        *n += 1;
+        if n.is_power_of_two() {
+            tracing::info!(
+                reason = r.name(),
+                count = *n,
+                ingress = zone.0,
+                "packets dropped"
+            );
+        }
+    }
+}
+
+/// Builds a current-thread runtime and runs the gateway until SIGINT/SIGTERM.
+/// The TUN device and socket are opened and privileges dropped *before* the
+/// runtime starts, so the drop applies to a single-threaded process.
+pub fn run(settings: RunSettings) -> anyhow::Result<()> {
+    let wg = WgDevice::new(settings.wg.clone()).context("WireGuard peers")?;
+    let dev = tun::open_tun(&settings.tun_name, settings.mtu, &settings.addresses)?;
+    let (udp, dual) = tun::bind_udp(settings.wg.listen_port)?;
+    let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
+    match &settings.user {
+        Some(u) => {
+            let ids = privs::drop_privileges(u)
+                .with_context(|| format!("refusing to run: dropping privileges to {u:?} failed"))?;
+            tracing::info!(user = %u, uid = ids.uid, gid = ids.gid, "dropped privileges (no capabilities kept)");
+        }
+        None => {
+            // SAFETY: no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                tracing::warn!("running as root: set interface.user to drop privileges");
+            }
+        }
+    }
+    tracing::info!(
+        tun = %settings.tun_name,
+        listen_port = port,
+        dual_stack = dual,
+        public_key = %encode_key(&wg.public_key()),
+        peers = settings.wg.peers.len(),
+        "portcullis running"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let mut hash_key = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut hash_key);
+    let hk = (
+        u64::from_le_bytes(hash_key[..8].try_into().unwrap_or_default()),
+        u64::from_le_bytes(hash_key[8..].try_into().unwrap_or_default()),
+    );
+    let counters = rt.block_on(async move {
+        let tun = ::tun::AsyncDevice::new(dev).context("TUN async")?;
+        let udp = tokio::net::UdpSocket::from_std(udp).context("UDP async")?;
+        let pipeline = Pipeline::new(settings.pipeline, hk, Instant::now());
+        let mut shell = Shell {
+            tun,
+            udp,
+            dual,
+            wg,
+            pipeline,
+            counters: IoCounters::default(),
+            outs: Vec::new(),
+        };
+        shell.run_loop().await?;
+        anyhow::Ok(shell.counters)
+    })?;
+    tracing::info!(?counters, "portcullis stopped");
+    Ok(())
+}
+
+struct Shell {
+    tun: ::tun::AsyncDevice,
+    udp: tokio::net::UdpSocket,
+    dual: bool,
+    wg: WgDevice,
+    pipeline: Pipeline,
+    counters: IoCounters,
+    outs: Vec<WgOutput>,
+}
+
+impl Shell {
+    async fn run_loop(&mut self) -> anyhow::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_housekeeping = Instant::now();
+        let mut tun_buf = vec![0u8; crate::wg::MAX_PACKET];
+        let mut udp_buf = vec![0u8; crate::wg::MAX_PACKET];
+        loop {
+            tokio::select! {
+                _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+                _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+                r = self.tun.recv(&mut tun_buf) => {
+                    let n = r.context("TUN read")?;
+                    self.counters.tun_rx += 1;
+                    if let Some(pkt) = tun_buf.get_mut(..n) {
+                        self.on_tun_packet(pkt).await;
+                    }
+                }
+                r = self.udp.recv_from(&mut udp_buf) => {
+                    match r {
+                        Ok((n, from)) => {
+                            self.counters.udp_rx += 1;
+                            if let Some(d) = udp_buf.get(..n) {
+                                self.on_datagram(canonical(from), d).await;
+                            }
+                        }
+                        // ICMP errors surface as recv errors on Linux (ECONNREFUSED): not fatal.
+                        Err(e) => tracing::debug!(error = %e, "UDP receive"),
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    self.wg.update_timers(now, &mut self.outs);
+                    if now.duration_since(last_housekeeping) >= HOUSEKEEPING {
+                        self.pipeline.handle_timeout(now);
+                        last_housekeeping = now;
+                        self.drain_transmits(now).await;
+                    }
+                    self.flush_outs(now).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_tun_packet(&mut self, pkt: &mut [u8]) {
+        let now = Instant::now();
+        let v = self.pipeline.handle(pkt, ZoneId::TUN, now);
+        self.apply(v, ZoneId::TUN, pkt, now).await;
+        self.drain_transmits(now).await;
+        self.flush_outs(now).await;
+    }
+
+    async fn on_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
+        let now = Instant::now();
+        let mut outs = std::mem::take(&mut self.outs);
+        self.wg.handle_datagram(from, datagram, now, &mut outs);
+        for o in outs.drain(..) {
+            match o {
+                WgOutput::Network { to, data } => self.send_udp(to, &data).await,
+                WgOutput::Packet { zone, mut data } => {
+                    let v = self.pipeline.handle(&mut data, zone, now);
+                    self.apply(v, zone, &data, now).await;
+                    self.drain_transmits(now).await;
+                }
+            }
+        }
+        // `outs` is drained; keep whatever the verdicts queued meanwhile.
+        if self.outs.is_empty() {
+            self.outs = outs;
+        }
+        self.flush_outs(now).await;
+    }
+
+    /// Carries out a verdict for a packet that entered from `ingress`.
+    async fn apply(&mut self, v: Verdict, ingress: ZoneId, pkt: &[u8], now: Instant) {
+        match v {
+            Verdict::Forward(z) => self.send_to_zone(z, pkt, now).await,
+            Verdict::Local | Verdict::Held => {
+                tracing::debug!(ingress = ingress.0, verdict = ?v, len = pkt.len());
+            }
+            Verdict::Drop(r) | Verdict::Reject(r) => {
+                tracing::debug!(ingress = ingress.0, verdict = ?v, len = pkt.len());
+                self.counters.count_drop(&r, ingress);
+            }
+        }
+    }
+
+    async fn send_to_zone(&mut self, z: ZoneId, pkt: &[u8], now: Instant) {
+        if z == ZoneId::TUN {
+            tracing::trace!(len = pkt.len(), "to tun");
+            match self.tun.send(pkt).await {
+                Ok(_) => self.counters.tun_tx += 1,
+                Err(e) => {
+                    self.counters.send_errors += 1;
+                    tracing::debug!(error = %e, "TUN write");
+                }
+            }
+        } else if z.is_peer() {
+            let st = self.wg.encapsulate(z, pkt, now, &mut self.outs);
+            tracing::trace!(zone = z.0, status = ?st, len = pkt.len(), "to peer");
+            match st {
+                EncapStatus::Sent => {}
+                EncapStatus::Queued => tracing::debug!(zone = z.0, "held for a handshake"),
+                EncapStatus::KillSwitch => self.counters.count_drop(&DropReason::KillSwitch, z),
+                EncapStatus::NoPeer | EncapStatus::TooBig => {
+                    self.counters.count_drop(&DropReason::NoRoute, z)
+                }
+            }
+        } else {
+            // local/host zones have no consumer in this shell yet
+            tracing::debug!(zone = z.0, "packet for a zone without a sink");
+        }
+    }
+
+    async fn drain_transmits(&mut self, now: Instant) {
+        while let Some(t) = self.pipeline.poll_transmit() {
+            self.send_to_zone(t.zone, &t.packet, now).await;
+        }
+    }
+
+    async fn flush_outs(&mut self, now: Instant) {
+        while !self.outs.is_empty() {
+            let mut outs = std::mem::take(&mut self.outs);
+            for o in outs.drain(..) {
+                match o {
+                    WgOutput::Network { to, data } => self.send_udp(to, &data).await,
+                    WgOutput::Packet { zone, mut data } => {
+                        let v = self.pipeline.handle(&mut data, zone, now);
+                        self.apply(v, zone, &data, now).await;
+                    }
+                }
+            }
+            if self.outs.is_empty() {
+                self.outs = outs;
+                break;
+            }
+        }
+    }
+
+    async fn send_udp(&mut self, to: SocketAddr, data: &[u8]) {
+        let to = match (to, self.dual) {
+            (SocketAddr::V4(a), true) => {
+                SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port())
+            }
+            (a, _) => a,
+        };
+        match self.udp.send_to(data, to).await {
+            Ok(_) => self.counters.udp_tx += 1,
+            Err(e) => {
+                self.counters.send_errors += 1;
+                tracing::debug!(%to, error = %e, "UDP send");
+            }
+        }
+    }
+}

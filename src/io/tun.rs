@@ -1,0 +1,118 @@
+//! Opening the TUN device and the WireGuard UDP socket (before the privilege drop).
+//!
+//! TUN: the `tun` crate creates a layer-3, non-persistent device without
+//! packet information (`IFF_TUN | IFF_NO_PI`), sets the MTU, the first IPv4
+//! address with its netmask, and brings it up (SIOCSIF* ioctls). The kernel
+//! then adds the connected route for each address's prefix, so in routed mode
+//! the host reaches the tunnel prefix through the TUN with no extra setup.
+//! The `tun` crate sets one IPv4 address only, so:
+//! - IPv6 addresses are added with the `SIOCSIFADDR` ioctl on an `AF_INET6`
+//!   socket and a `struct in6_ifreq` (what `ifconfig` does; net/ipv6/addrconf.c
+//!   `addrconf_add_ifaddr`);
+//! - further IPv4 addresses (rare) with `ip -4 addr add` (iproute2), because
+//!   the ioctl interface can only replace the primary IPv4 address; adding
+//!   secondaries needs rtnetlink, which this crate does not implement.
+//!
+//! Because the device is not persistent, it disappears with the last fd, that
+//! is when the process exits for any reason (clean shutdown, crash, SIGKILL):
+//! its addresses and connected routes go with it, and nothing is left that
+//! could route traffic around the gateway (fail closed). We never enable IP
+//! forwarding or touch any other interface.
+//!
+//! UDP: one socket on `[::]:port` with `IPV6_V6ONLY` off (IPv4 peers appear as
+//! `::ffff:a.b.c.d`); if IPv6 is unavailable, `0.0.0.0:port`.
+
+use anyhow::{anyhow, bail, Context};
+use ipnetwork::IpNetwork;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// Opens and configures the TUN device (synchronous; no runtime needed).
+pub fn open_tun(name: &str, mtu: u16, addresses: &[IpNetwork]) -> anyhow::Result<tun::Device> {
+    let mut cfg = tun::Configuration::default();
+    cfg.tun_name(name).mtu(mtu).up();
+    let mut v4 = addresses.iter().filter_map(|a| match a {
+        IpNetwork::V4(n) => Some(*n),
+        IpNetwork::V6(_) => None,
+    });
+    let first_v4 = v4.next();
+    if let Some(n) = first_v4 {
+        cfg.address(n.ip()).netmask(n.mask());
+    }
+    let dev = tun::create(&cfg).with_context(|| {
+        format!("cannot create TUN device {name:?} (needs CAP_NET_ADMIN and /dev/net/tun)")
+    })?;
+    for n in v4 {
+        let out = std::process::Command::new("ip")
+            .args(["-4", "addr", "add", &n.to_string(), "dev", name])
+            .output()
+            .with_context(|| format!("cannot run `ip` to add {n} to {name}"))?;
+        if !out.status.success() {
+            bail!(
+                "adding {n} to {name} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    for a in addresses {
+        if let IpNetwork::V6(n) = a {
+            add_ipv6(name, n.ip(), n.prefix())
+                .with_context(|| format!("cannot add {a} to {name} (is IPv6 disabled?)"))?;
+        }
+    }
+    Ok(dev)
+}
+
+/// Adds an IPv6 address to an interface with the SIOCSIFADDR ioctl.
+pub fn add_ipv6(ifname: &str, addr: Ipv6Addr, prefix: u8) -> anyhow::Result<()> {
+    let cname = std::ffi::CString::new(ifname)?;
+    // SAFETY: valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if index == 0 {
+        return Err(std::io::Error::last_os_error()).context("if_nametoindex");
+    }
+    let sock = Socket::new(Domain::IPV6, Type::DGRAM, None).context("AF_INET6 socket")?;
+    let req = libc::in6_ifreq {
+        ifr6_addr: libc::in6_addr {
+            s6_addr: addr.octets(),
+        },
+        ifr6_prefixlen: u32::from(prefix),
+        ifr6_ifindex: index as libc::c_int,
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: SIOCSIFADDR on an AF_INET6 socket takes a pointer to in6_ifreq.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR as _, &req) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(e).context("SIOCSIFADDR (IPv6)");
+        }
+    }
+    Ok(())
+}
+
+/// Binds the WireGuard UDP socket: dual-stack `[::]:port`, else `0.0.0.0:port`.
+/// Returns the std socket (non-blocking) and whether it is IPv6 (dual-stack).
+pub fn bind_udp(port: u16) -> anyhow::Result<(std::net::UdpSocket, bool)> {
+    let v6 = (|| -> std::io::Result<Socket> {
+        let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_only_v6(false)?;
+        s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+        Ok(s)
+    })();
+    let (sock, is_v6) = match v6 {
+        Ok(s) => (s, true),
+        Err(e6) => {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+                .and_then(|s| {
+                    s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+                    Ok(s)
+                })
+                .map_err(|e4| anyhow!("cannot bind UDP port {port}: [::]: {e6}; 0.0.0.0: {e4}"))?;
+            tracing::warn!(error = %e6, "IPv6 unavailable: WireGuard listens on IPv4 only");
+            (s, false)
+        }
+    };
+    sock.set_nonblocking(true)?;
+    Ok((sock.into(), is_v6))
+}
