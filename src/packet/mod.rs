@@ -196,3 +196,17 @@ impl ParseError {
 
 mod frag_config;
 pub use frag_config::FragConfig;
+
+pub mod build;
+pub mod checksum;
+pub mod frag;
+pub mod parse;
+pub mod pcap;
+pub mod rewrite;
+#[cfg(test)]
+pub(crate) mod testutil;
+
+// BUILD
+// FRAG
+pub use parse::{parse, parse_with, ParseOptions};
+pub use rewrite::RewriteError;
