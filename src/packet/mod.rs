@@ -206,7 +206,7 @@ pub mod rewrite;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-// BUILD
+pub use build::{icmp_echo_reply, icmp_unreachable, tcp_reset, ReplyLimiter};
 // FRAG
 pub use parse::{parse, parse_with, ParseOptions};
 pub use rewrite::RewriteError;
