@@ -207,6 +207,6 @@ pub mod rewrite;
 pub(crate) mod testutil;
 
 pub use build::{icmp_echo_reply, icmp_unreachable, tcp_reset, ReplyLimiter};
-// FRAG
+pub use frag::{FragError, FragResult, FragStats, Reassembler};
 pub use parse::{parse, parse_with, ParseOptions};
 pub use rewrite::RewriteError;

@@ -117,7 +117,6 @@ pub(crate) struct V6Chain {
     /// Fragment header: (offset of the fragment header, fragment info, its next header).
     pub frag: Option<(usize, FragInfo)>,
     /// Offset of the next-header byte that names the fragment header (6 or within an ext header).
-    #[allow(dead_code)] // used by the reassembler
     pub frag_prev_nh: usize,
 }
 

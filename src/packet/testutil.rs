@@ -159,8 +159,20 @@ pub fn frag_v4(pkt: &[u8], cuts: &[usize], id: u16) -> Vec<Vec<u8>> {
 
 /// Fragments an IPv6 datagram without extension headers at data boundaries.
 pub fn frag_v6(pkt: &[u8], cuts: &[usize], id: u32) -> Vec<Vec<u8>> {
-    let data = &pkt[40..];
-    let nh = pkt[6];
+    frag_v6_ext(pkt, 40, 6, cuts, id)
+}
+
+/// Fragments an IPv6 datagram whose unfragmentable part is `pkt[..unfrag]`, the
+/// next-header byte to replace with 44 being at `prev_nh`.
+pub fn frag_v6_ext(
+    pkt: &[u8],
+    unfrag: usize,
+    prev_nh: usize,
+    cuts: &[usize],
+    id: u32,
+) -> Vec<Vec<u8>> {
+    let data = &pkt[unfrag..];
+    let nh = pkt[prev_nh];
     let mut bounds = vec![0];
     bounds.extend(cuts.iter().copied().filter(|c| *c > 0 && *c < data.len()));
     bounds.push(data.len());
@@ -168,8 +180,8 @@ pub fn frag_v6(pkt: &[u8], cuts: &[usize], id: u32) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for w in bounds.windows(2) {
         let (s, e) = (w[0], w[1]);
-        let mut f = pkt[..40].to_vec();
-        f[6] = 44;
+        let mut f = pkt[..unfrag].to_vec();
+        f[prev_nh] = 44;
         let more = e < data.len();
         let fo = (s as u16) | u16::from(more);
         f.extend_from_slice(&[nh, 0]);
