@@ -196,4 +196,18 @@ impl ParseError {
 
 mod frag_config;
 pub use frag_config::FragConfig;
+
+pub mod build;
+pub mod checksum;
+pub mod frag;
+pub mod parse;
+pub mod pcap;
+pub mod rewrite;
 pub mod synth;
+#[cfg(test)]
+pub(crate) mod testutil;
+
+pub use build::{icmp_echo_reply, icmp_unreachable, tcp_reset, ReplyLimiter};
+pub use frag::{FragError, FragResult, FragStats, Reassembler};
+pub use parse::{parse, parse_with, ParseOptions};
+pub use rewrite::RewriteError;
