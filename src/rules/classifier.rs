@@ -1,0 +1,628 @@
+//! The compiled rule classifier: first-match classification whose per-packet
+//! cost grows sub-linearly with the number of rules.
+//!
+//! # Contract
+//!
+//! [`Classifier::classify`] returns exactly what [`linear::evaluate`] returns
+//! for the same chain and input (same action, same rule index, same `log`),
+//! for every input — including mixed-family and nonsensical ones. The
+//! property test `classifier_equals_linear` checks this over random rule sets
+//! and packets.
+//!
+//! # Design: one index per rule, candidate lists, residual check
+//!
+//! Every rule is filed in exactly one *index*, under the field that is most
+//! selective for it (estimated at compile time, see [`Field`]):
+//!
+//! - `dst` / `src` address indexes: non-negated CIDR lists. Prefix lengths
+//!   are grouped (greedy interval cover) so that each prefix is expanded by at
+//!   most [`MAX_EXPAND_BITS`] bits to its group's length (a /17 in a /20 group
+//!   becomes 8 /20 keys — controlled prefix expansion, Srinivasan & Varghese
+//!   1999); each group is a hash map from the masked address to the list of
+//!   rules. A lookup costs one hash probe per group: /16../32 IPv4 rules form
+//!   4 groups however many rules there are.
+//! - `dport` / `sport` indexes: non-negated port lists of at most
+//!   [`MAX_INDEXED_PORTS`] ports, expanded to single ports in a hash map
+//!   (consulted only for TCP/UDP packets, the only ones ports can match).
+//! - `ingress` / `egress` zone indexes: non-negated zone sets, a vector by
+//!   zone id.
+//! - `proto` index: a 256-entry table by protocol number.
+//! - the *residual* list: rules with nothing indexable (only negations, only
+//!   ct_state/flags/ICMP, wide port ranges, ...). These are candidates for
+//!   every packet, so a chain made only of such rules is classified in linear
+//!   time — the fallback is correct, not fast.
+//!
+//! A rule can only match a packet if the field it is filed under matches, so
+//! the lists found for the packet's field values contain every rule that can
+//! match (a superset). Each list holds rule indexes in ascending (priority)
+//! order; `classify` walks each list until it reaches an index at or above
+//! the best match found so far, fully checking candidates with
+//! [`linear::rule_matches`] (the reference semantics, so the residual check
+//! cannot drift from it). The lowest matching index wins, which is the first
+//! match of the linear order. An empty non-negated list (no nets, no zones, no
+//! ports) can never match, so such a rule is filed under that field with no
+//! keys and is never a candidate.
+//!
+//! # Cost
+//!
+//! Per packet: one hash probe per non-empty address group (typically 2–6 per
+//! family in use) plus at most two port probes, two vector reads and one
+//! table read, then the candidates. The candidate count is the number of rules
+//! whose *indexed* field matches — for realistic chains (each rule has a
+//! destination or a port) it is the few rules overlapping the packet's
+//! destination, not the chain length. `benches/classify.rs` measures 10, 1,000
+//! and 10,000 rules (see the numbers in its header). Memory: each indexed value
+//! is expanded at most 16-fold (addresses) or 256-fold (ports) and stored as a
+//! 4-byte rule index.
+//!
+//! # Hashing
+//!
+//! The tables are filled only from the configuration and never change after
+//! `compile`, so a packet cannot lengthen a probe sequence; still, following
+//! the project rule that hashes over packet data are keyed, the hasher is a
+//! folded 64x64->128-bit multiply (as in foldhash/aHash's fallback) keyed with
+//! random keys drawn from `std`'s `RandomState` at compile time. Classification
+//! itself is deterministic: the result never depends on the key.
+//!
+//! [`linear::evaluate`]: super::linear::evaluate
+//! [`linear::rule_matches`]: super::linear::rule_matches
+
+use super::linear::{has_ports, rule_matches};
+use super::model::{ChainDef, Decision, Rule};
+use super::MatchInput;
+use hashbrown::HashMap;
+use ipnetwork::IpNetwork;
+use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
+
+/// At most this many bits of prefix expansion (a prefix becomes at most 2^4 =
+/// 16 keys). 4 keeps /16../32 rules in 4 groups (16-20, 21-25, 26-30, 31-32)
+/// while bounding memory at 16x; measured in `benches/classify.rs`.
+pub const MAX_EXPAND_BITS: u8 = 4;
+
+/// A port list with more ports than this is not indexed by port (it would be
+/// expanded into this many hash keys). 256 covers the usual small ranges
+/// (e.g. 6000-6063) while keeping a rule's port entries within 1 KiB.
+pub const MAX_INDEXED_PORTS: u32 = 256;
+
+/// Estimated share of packets in one zone, used only to choose a rule's index
+/// (a gateway typically has a handful of zones with traffic).
+const ZONE_SHARE: f64 = 1.0 / 16.0;
+
+/// Estimated share of packets with one given protocol (TCP, UDP and ICMP
+/// dominate), used only to choose a rule's index.
+const PROTO_SHARE: f64 = 1.0 / 4.0;
+
+/// A slice of the flat rule-index storage.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+/// Which index a rule is filed under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Dst,
+    Src,
+    Dport,
+    Sport,
+    Ingress,
+    Egress,
+    Proto,
+    Residual,
+}
+
+/// A keyed `BuildHasher` (see the module docs).
+#[derive(Debug, Clone)]
+struct KeyedState {
+    k0: u64,
+    k1: u64,
+}
+
+impl KeyedState {
+    fn random() -> Self {
+        let s = std::collections::hash_map::RandomState::new();
+        KeyedState {
+            k0: s.hash_one(0x243f_6a88_85a3_08d3_u64),
+            // Odd, so the multiply is a bijection on the low bits.
+            k1: s.hash_one(0x1319_8a2e_0370_7344_u64) | 1,
+        }
+    }
+}
+
+impl BuildHasher for KeyedState {
+    type Hasher = KeyedHasher;
+    fn build_hasher(&self) -> KeyedHasher {
+        KeyedHasher {
+            h: self.k0,
+            k: self.k1,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct KeyedHasher {
+    h: u64,
+    k: u64,
+}
+
+impl KeyedHasher {
+    #[inline]
+    fn mix(&mut self, v: u64) {
+        let p = u128::from(self.h ^ v) * u128::from(self.k);
+        self.h = (p as u64) ^ ((p >> 64) as u64);
+    }
+}
+
+impl Hasher for KeyedHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.h
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            for (d, s) in b.iter_mut().zip(chunk) {
+                *d = *s;
+            }
+            self.mix(u64::from_le_bytes(b));
+        }
+    }
+    #[inline]
+    fn write_u16(&mut self, v: u16) {
+        self.mix(u64::from(v));
+    }
+    #[inline]
+    fn write_u32(&mut self, v: u32) {
+        self.mix(u64::from(v));
+    }
+    #[inline]
+    fn write_u64(&mut self, v: u64) {
+        self.mix(v);
+    }
+    #[inline]
+    fn write_u128(&mut self, v: u128) {
+        self.mix(v as u64);
+        self.mix((v >> 64) as u64);
+    }
+}
+
+/// An address-family-specific integer view of addresses.
+trait AddrBits: Copy + Eq + std::hash::Hash + std::fmt::Debug {
+    fn mask(len: u8) -> Self;
+    fn and(self, other: Self) -> Self;
+    /// `self | (i << (BITS - len))`: the `i`-th sub-prefix of length `len`.
+    fn with_sub(self, i: u32, len: u8) -> Self;
+}
+
+impl AddrBits for u32 {
+    fn mask(len: u8) -> Self {
+        if len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(len.min(32)))
+        }
+    }
+    fn and(self, other: Self) -> Self {
+        self & other
+    }
+    fn with_sub(self, i: u32, len: u8) -> Self {
+        // Only called with 1 <= len <= 32 (len > the expanded prefix's length).
+        self | i.checked_shl(32 - u32::from(len)).unwrap_or(0)
+    }
+}
+
+impl AddrBits for u128 {
+    fn mask(len: u8) -> Self {
+        if len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(len.min(128)))
+        }
+    }
+    fn and(self, other: Self) -> Self {
+        self & other
+    }
+    fn with_sub(self, i: u32, len: u8) -> Self {
+        self | u128::from(i)
+            .checked_shl(128 - u32::from(len))
+            .unwrap_or(0)
+    }
+}
+
+/// One prefix-length group: every prefix in it was expanded to `len` bits.
+#[derive(Debug, Clone)]
+struct Group<A: AddrBits> {
+    mask: A,
+    map: HashMap<A, Span, KeyedState>,
+}
+
+/// Groups of one family, searched one hash probe each.
+#[derive(Debug, Clone)]
+struct FamilyIndex<A: AddrBits> {
+    groups: Vec<Group<A>>,
+}
+
+impl<A: AddrBits> FamilyIndex<A> {
+    /// `entries`: (network bits, prefix length, rule), rules ascending.
+    fn build(entries: &[(A, u8, u32)], flat: &mut Vec<u32>, hasher: &KeyedState) -> Self {
+        let mut lens: Vec<u8> = entries.iter().map(|e| e.1).collect();
+        lens.sort_unstable();
+        lens.dedup();
+        // Greedy interval cover: the smallest uncovered length l opens a group
+        // whose length is the longest present length <= l + MAX_EXPAND_BITS.
+        let mut group_lens: Vec<u8> = Vec::new();
+        let mut i = 0;
+        while let Some(&l) = lens.get(i) {
+            let limit = l.saturating_add(MAX_EXPAND_BITS);
+            let mut t = l;
+            while let Some(&n) = lens.get(i) {
+                if n > limit {
+                    break;
+                }
+                t = n;
+                i += 1;
+            }
+            group_lens.push(t);
+        }
+        let mut builders: Vec<HashMap<A, Vec<u32>, KeyedState>> = group_lens
+            .iter()
+            .map(|_| HashMap::with_hasher(hasher.clone()))
+            .collect();
+        for &(bits, len, rule) in entries {
+            let Some(g) = group_lens.iter().position(|&t| t >= len) else {
+                continue; // unreachable: every length is covered by a group
+            };
+            let (Some(&t), Some(map)) = (group_lens.get(g), builders.get_mut(g)) else {
+                continue;
+            };
+            let base = bits.and(A::mask(len));
+            let n = 1u32 << (t - len).min(MAX_EXPAND_BITS);
+            for sub in 0..n {
+                let key = if t == len { base } else { base.with_sub(sub, t) };
+                let list = map.entry(key).or_default();
+                if list.last() != Some(&rule) {
+                    list.push(rule);
+                }
+            }
+        }
+        let groups = group_lens
+            .iter()
+            .zip(builders)
+            .map(|(&t, b)| Group {
+                mask: A::mask(t),
+                map: freeze(b, flat, hasher),
+            })
+            .collect();
+        FamilyIndex { groups }
+    }
+
+    #[inline]
+    fn lookup(&self, addr: A, mut f: impl FnMut(Span)) {
+        for g in &self.groups {
+            if let Some(s) = g.map.get(&addr.and(g.mask)) {
+                f(*s);
+            }
+        }
+    }
+
+    fn entries(&self) -> usize {
+        self.groups.iter().map(|g| g.map.len()).sum()
+    }
+}
+
+/// An index over one address field (both families).
+#[derive(Debug, Clone)]
+struct AddrIndex {
+    v4: FamilyIndex<u32>,
+    v6: FamilyIndex<u128>,
+}
+
+impl AddrIndex {
+    fn build(entries: &[(IpNetwork, u32)], flat: &mut Vec<u32>, hasher: &KeyedState) -> Self {
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for &(net, rule) in entries {
+            match net {
+                IpNetwork::V4(n) => v4.push((u32::from(n.ip()), n.prefix(), rule)),
+                IpNetwork::V6(n) => v6.push((u128::from(n.ip()), n.prefix(), rule)),
+            }
+        }
+        AddrIndex {
+            v4: FamilyIndex::build(&v4, flat, hasher),
+            v6: FamilyIndex::build(&v6, flat, hasher),
+        }
+    }
+
+    #[inline]
+    fn lookup(&self, addr: IpAddr, f: impl FnMut(Span)) {
+        match addr {
+            IpAddr::V4(a) => self.v4.lookup(u32::from(a), f),
+            IpAddr::V6(a) => self.v6.lookup(u128::from(a), f),
+        }
+    }
+}
+
+/// Moves the builder's lists into `flat` and keeps only their spans.
+fn freeze<K: std::hash::Hash + Eq>(
+    b: HashMap<K, Vec<u32>, KeyedState>,
+    flat: &mut Vec<u32>,
+    hasher: &KeyedState,
+) -> HashMap<K, Span, KeyedState> {
+    let mut out = HashMap::with_capacity_and_hasher(b.len(), hasher.clone());
+    for (k, v) in b {
+        out.insert(k, push_list(flat, &v));
+    }
+    out
+}
+
+fn push_list(flat: &mut Vec<u32>, v: &[u32]) -> Span {
+    let s = Span {
+        start: flat.len() as u32,
+        len: v.len() as u32,
+    };
+    flat.extend_from_slice(v);
+    s
+}
+
+/// Sizes of a compiled classifier (for logs, docs and benchmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClassifierStats {
+    /// Rules in the chain.
+    pub rules: usize,
+    /// Hash probes on the address indexes for an IPv4 / IPv6 packet
+    /// (`dst` groups + `src` groups).
+    pub v4_groups: usize,
+    pub v6_groups: usize,
+    /// Keys in all indexes.
+    pub keys: usize,
+    /// Rule indexes stored in all lists.
+    pub list_entries: usize,
+    /// Rules checked for every packet.
+    pub residual: usize,
+}
+
+/// A chain compiled for fast first-match classification (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    chain: ChainDef,
+    flat: Vec<u32>,
+    dst: AddrIndex,
+    src: AddrIndex,
+    dport: HashMap<u16, Span, KeyedState>,
+    sport: HashMap<u16, Span, KeyedState>,
+    ingress: Vec<Span>,
+    egress: Vec<Span>,
+    proto: Box<[Span; 256]>,
+    residual: Span,
+}
+
+impl Classifier {
+    /// Compiles `chain`. Never fails: anything the indexes cannot represent
+    /// goes to the residual list.
+    pub fn compile(chain: &ChainDef) -> Classifier {
+        let hasher = KeyedState::random();
+        let mut flat = Vec::new();
+        let mut dst_entries = Vec::new();
+        let mut src_entries = Vec::new();
+        let mut dport: HashMap<u16, Vec<u32>, KeyedState> =
+            HashMap::with_hasher(hasher.clone());
+        let mut sport: HashMap<u16, Vec<u32>, KeyedState> =
+            HashMap::with_hasher(hasher.clone());
+        let mut ingress: Vec<Vec<u32>> = Vec::new();
+        let mut egress: Vec<Vec<u32>> = Vec::new();
+        let mut proto: Vec<Vec<u32>> = vec![Vec::new(); 256];
+        let mut residual = Vec::new();
+
+        for (i, rule) in chain.rules.iter().enumerate() {
+            let idx = i as u32;
+            match choose_field(rule) {
+                Field::Dst => {
+                    if let Some(a) = &rule.dst {
+                        dst_entries.extend(a.nets.iter().map(|n| (*n, idx)));
+                    }
+                }
+                Field::Src => {
+                    if let Some(a) = &rule.src {
+                        src_entries.extend(a.nets.iter().map(|n| (*n, idx)));
+                    }
+                }
+                Field::Dport => add_ports(&mut dport, rule.dport.as_ref(), idx),
+                Field::Sport => add_ports(&mut sport, rule.sport.as_ref(), idx),
+                Field::Ingress => add_zones(&mut ingress, rule.ingress.as_ref(), idx),
+                Field::Egress => add_zones(&mut egress, rule.egress.as_ref(), idx),
+                Field::Proto => {
+                    if let Some(l) = rule.proto.and_then(|p| proto.get_mut(usize::from(p))) {
+                        l.push(idx);
+                    }
+                }
+                Field::Residual => residual.push(idx),
+            }
+        }
+
+        let residual = push_list(&mut flat, &residual);
+        let dst = AddrIndex::build(&dst_entries, &mut flat, &hasher);
+        let src = AddrIndex::build(&src_entries, &mut flat, &hasher);
+        let dport = freeze(dport, &mut flat, &hasher);
+        let sport = freeze(sport, &mut flat, &hasher);
+        let ingress = ingress.iter().map(|l| push_list(&mut flat, l)).collect();
+        let egress = egress.iter().map(|l| push_list(&mut flat, l)).collect();
+        let mut proto_spans = Box::new([Span::default(); 256]);
+        for (s, l) in proto_spans.iter_mut().zip(&proto) {
+            *s = push_list(&mut flat, l);
+        }
+        Classifier {
+            chain: chain.clone(),
+            flat,
+            dst,
+            src,
+            dport,
+            sport,
+            ingress,
+            egress,
+            proto: proto_spans,
+            residual,
+        }
+    }
+
+    /// The source chain this was compiled from.
+    pub fn chain(&self) -> &ChainDef {
+        &self.chain
+    }
+
+    /// Classifies `m`: the first matching rule, else the policy — exactly
+    /// [`linear::evaluate`](super::linear::evaluate).
+    pub fn classify(&self, m: &MatchInput) -> Decision {
+        let mut best = u32::MAX;
+        self.scan(self.residual, m, &mut best);
+        self.dst.lookup(m.dst, |s| self.scan(s, m, &mut best));
+        self.src.lookup(m.src, |s| self.scan(s, m, &mut best));
+        if has_ports(m.proto) {
+            if !self.dport.is_empty() {
+                if let Some(s) = self.dport.get(&m.dport) {
+                    self.scan(*s, m, &mut best);
+                }
+            }
+            if !self.sport.is_empty() {
+                if let Some(s) = self.sport.get(&m.sport) {
+                    self.scan(*s, m, &mut best);
+                }
+            }
+        }
+        if let Some(s) = self.ingress.get(usize::from(m.ingress.0)) {
+            self.scan(*s, m, &mut best);
+        }
+        if let Some(s) = self.egress.get(usize::from(m.egress.0)) {
+            self.scan(*s, m, &mut best);
+        }
+        self.scan(self.proto[usize::from(m.proto)], m, &mut best);
+
+        match self.chain.rules.get(best as usize) {
+            Some(r) => Decision {
+                action: r.action,
+                rule: Some(best),
+                log: r.log,
+            },
+            None => Decision {
+                action: self.chain.policy,
+                rule: None,
+                log: false,
+            },
+        }
+    }
+
+    /// Checks the candidates in `s` (ascending) below `best`; records the first match.
+    #[inline]
+    fn scan(&self, s: Span, m: &MatchInput, best: &mut u32) {
+        let start = s.start as usize;
+        let Some(list) = self.flat.get(start..start + s.len as usize) else {
+            return;
+        };
+        for &i in list {
+            if i >= *best {
+                return;
+            }
+            if self
+                .chain
+                .rules
+                .get(i as usize)
+                .is_some_and(|r| rule_matches(r, m))
+            {
+                *best = i;
+                return;
+            }
+        }
+    }
+
+    /// Sizes of the compiled indexes.
+    pub fn stats(&self) -> ClassifierStats {
+        ClassifierStats {
+            rules: self.chain.rules.len(),
+            v4_groups: self.dst.v4.groups.len() + self.src.v4.groups.len(),
+            v6_groups: self.dst.v6.groups.len() + self.src.v6.groups.len(),
+            keys: self.dst.v4.entries()
+                + self.dst.v6.entries()
+                + self.src.v4.entries()
+                + self.src.v6.entries()
+                + self.dport.len()
+                + self.sport.len(),
+            list_entries: self.flat.len(),
+            residual: self.residual.len as usize,
+        }
+    }
+}
+
+fn add_ports(
+    map: &mut HashMap<u16, Vec<u32>, KeyedState>,
+    p: Option<&super::PortMatch>,
+    idx: u32,
+) {
+    let Some(p) = p else { return };
+    for &(lo, hi) in &p.ranges {
+        for port in lo..=hi {
+            let l = map.entry(port).or_default();
+            if l.last() != Some(&idx) {
+                l.push(idx);
+            }
+        }
+    }
+}
+
+fn add_zones(v: &mut Vec<Vec<u32>>, z: Option<&super::ZoneMatch>, idx: u32) {
+    let Some(z) = z else { return };
+    for zone in z.zones.iter() {
+        let i = usize::from(zone.0);
+        if v.len() <= i {
+            v.resize(i + 1, Vec::new());
+        }
+        if let Some(l) = v.get_mut(i) {
+            if l.last() != Some(&idx) {
+                l.push(idx);
+            }
+        }
+    }
+}
+
+/// Picks the field whose match is estimated to cover the smallest share of
+/// packets (ties: the order of [`Field`]); `Residual` when nothing is indexable.
+fn choose_field(rule: &Rule) -> Field {
+    let mut best = (Field::Residual, 1.0f64);
+    let mut consider = |f: Field, cov: Option<f64>| {
+        if let Some(c) = cov {
+            if c < best.1 {
+                best = (f, c);
+            }
+        }
+    };
+    let addr_cov = |a: &super::AddrMatch| {
+        (!a.negate).then(|| {
+            a.nets
+                .iter()
+                .map(|n| 2f64.powi(-i32::from(n.prefix())))
+                .sum::<f64>()
+        })
+    };
+    let port_cov = |p: &super::PortMatch| {
+        if p.negate {
+            return None;
+        }
+        let n: u32 = p
+            .ranges
+            .iter()
+            .map(|&(lo, hi)| if hi >= lo { u32::from(hi - lo) + 1 } else { 0 })
+            .sum();
+        (n <= MAX_INDEXED_PORTS).then(|| f64::from(n) / 65536.0)
+    };
+    let zone_cov = |z: &super::ZoneMatch| {
+        (!z.negate).then(|| z.zones.iter().count() as f64 * ZONE_SHARE)
+    };
+    consider(Field::Dst, rule.dst.as_ref().and_then(addr_cov));
+    consider(Field::Src, rule.src.as_ref().and_then(addr_cov));
+    consider(Field::Dport, rule.dport.as_ref().and_then(port_cov));
+    consider(Field::Sport, rule.sport.as_ref().and_then(port_cov));
+    consider(Field::Ingress, rule.ingress.as_ref().and_then(zone_cov));
+    consider(Field::Egress, rule.egress.as_ref().and_then(zone_cov));
+    consider(Field::Proto, rule.proto.map(|_| PROTO_SHARE));
+    best.0
+}
