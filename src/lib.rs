@@ -17,10 +17,13 @@
 
 pub mod config;
 pub mod conntrack;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod io;
 pub mod packet;
 pub mod pipeline;
 pub mod rules;
+pub mod tracecmd;
 pub mod verdict;
 pub mod wg;
 pub mod zone;

@@ -1,12 +1,13 @@
 //! The `portcullis` command line: `check` validates a config (like `nginx -t`);
-//! `run`, `trace`, `genkey`, `pubkey`, `import` and `peer-config` are declared
-//! here with their arguments and filled in by their own modules.
+//! `run` runs the gateway, `trace` explains a verdict, `genkey`/`genpsk`/
+//! `pubkey` make keys, `import` converts wg-quick files and `peer-config`
+//! writes a client's wg-quick file. The logic lives in the library.
 //!
 //! Each subcommand has its own argument struct and `cmd_*` function so they
 //! can be developed independently. Exit status: 0 on success, 1 on any error
 //! (every config problem is printed to stderr), 2 on a usage error (clap).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,17 +30,25 @@ enum Command {
     /// problem is printed to stderr (file, key path, bad value, what is
     /// expected) and the exit status is 1.
     Check(CheckArgs),
-    /// Run the gateway (not implemented yet).
+    /// Run the gateway: open the TUN device and the WireGuard socket, drop
+    /// privileges, and decide every packet until SIGINT/SIGTERM.
+    ///
+    /// Needs root (or CAP_NET_ADMIN) to create the TUN device. Logs go to
+    /// stderr (level and format from the [log] section; PORTCULLIS_LOG, in
+    /// tracing's EnvFilter syntax, overrides them).
     Run(RunArgs),
-    /// Show how the rules would treat a packet (not implemented yet).
+    /// Show how the gateway would treat one packet, stage by stage, and the
+    /// rule that decides it. Nothing is sent.
     Trace(TraceArgs),
-    /// Generate a private key and print it in base64 (not implemented yet).
+    /// Generate a private key and print it in base64 (like `wg genkey`).
     Genkey(GenkeyArgs),
-    /// Read a private key on stdin and print its public key (not implemented yet).
+    /// Generate a preshared key and print it in base64 (like `wg genpsk`).
+    Genpsk(GenkeyArgs),
+    /// Read a private key on standard input and print its public key (like `wg pubkey`).
     Pubkey(PubkeyArgs),
-    /// Import a wg-quick configuration (not implemented yet).
+    /// Convert a wg-quick configuration ([Interface]/[Peer]) into portcullis TOML on standard output.
     Import(ImportArgs),
-    /// Print a wg-quick configuration for a peer (not implemented yet).
+    /// Print a ready wg-quick configuration for one peer (a client of this gateway).
     PeerConfig(PeerConfigArgs),
 }
 
@@ -73,9 +82,37 @@ struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+portcullis trace --from laptop tcp 100.64.0.2:40000 203.0.113.2:443 --flags S\n  \
+portcullis trace --from tun udp 203.0.113.2:53 100.64.0.3:5353\n  \
+portcullis trace --from phone icmp 100.64.0.3 100.64.0.1")]
 struct TraceArgs {
     #[command(flatten)]
     config: ConfigArg,
+    /// The zone the packet enters from: `tun` or a peer name (`peer:NAME`).
+    #[arg(long, value_name = "ZONE")]
+    from: String,
+    /// Protocol: tcp, udp, icmp or icmpv6.
+    #[arg(value_name = "PROTO")]
+    proto: String,
+    /// Source: ADDR:PORT for tcp/udp (IPv6 as [ADDR]:PORT), ADDR for icmp.
+    #[arg(value_name = "SRC")]
+    src: String,
+    /// Destination, in the same form as the source.
+    #[arg(value_name = "DST")]
+    dst: String,
+    /// TCP flags as letters: S (SYN), A (ACK), F (FIN), R (RST), P (PSH), U, E, C. Default S.
+    #[arg(long)]
+    flags: Option<String>,
+    /// ICMP type (default: echo request).
+    #[arg(long, value_name = "TYPE")]
+    icmp_type: Option<u8>,
+    /// ICMP code (default 0).
+    #[arg(long, value_name = "CODE")]
+    icmp_code: Option<u8>,
+    /// Payload, as text.
+    #[arg(long)]
+    payload: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -86,9 +123,10 @@ struct PubkeyArgs {}
 
 #[derive(Debug, Args)]
 struct ImportArgs {
-    /// The wg-quick file to import.
+    /// The wg-quick file to import (`-` for standard input). Its name without
+    /// `.conf` becomes the interface name.
     #[arg(value_name = "WG_QUICK_FILE")]
-    file: Option<PathBuf>,
+    file: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -97,7 +135,21 @@ struct PeerConfigArgs {
     config: ConfigArg,
     /// The peer's name.
     #[arg(value_name = "PEER")]
-    peer: Option<String>,
+    peer: String,
+    /// HOST:PORT at which clients reach the gateway (written as `Endpoint`).
+    #[arg(long, value_name = "HOST:PORT")]
+    endpoint: Option<String>,
+    /// Route everything through the tunnel (AllowedIPs = 0.0.0.0/0, ::/0)
+    /// instead of the tunnel prefixes only.
+    #[arg(long)]
+    full_tunnel: bool,
+    /// Persistent keepalive for the client, in seconds.
+    #[arg(long, value_name = "SECONDS")]
+    keepalive: Option<u16>,
+    /// The client's private key file, if the gateway's operator has it
+    /// (otherwise a placeholder line is written).
+    #[arg(long, value_name = "FILE")]
+    private_key_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -107,6 +159,7 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd_run(a),
         Command::Trace(a) => cmd_trace(a),
         Command::Genkey(a) => cmd_genkey(a),
+        Command::Genpsk(a) => cmd_genpsk(a),
         Command::Pubkey(a) => cmd_pubkey(a),
         Command::Import(a) => cmd_import(a),
         Command::PeerConfig(a) => cmd_peer_config(a),
@@ -145,26 +198,126 @@ fn cmd_check(args: CheckArgs) -> Result<ExitCode> {
     }
 }
 
-fn cmd_run(_args: RunArgs) -> Result<ExitCode> {
-    bail!("`run` is not implemented yet")
+fn init_logging(log: &portcullis::config::LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(log.level.as_str().to_ascii_lowercase()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        portcullis::config::LogFormat::Json => builder.json().init(),
+        portcullis::config::LogFormat::Human => builder.init(),
+    }
 }
 
-fn cmd_trace(_args: TraceArgs) -> Result<ExitCode> {
-    bail!("`trace` is not implemented yet")
+fn load_or_report(path: &std::path::Path) -> Result<portcullis::config::Config> {
+    portcullis::config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn cmd_run(args: RunArgs) -> Result<ExitCode> {
+    let config = load_or_report(&args.config.config)?;
+    init_logging(&config.log);
+    let settings = portcullis::io::RunSettings::from_config(&config)?;
+    portcullis::io::run(settings)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_trace(args: TraceArgs) -> Result<ExitCode> {
+    let config = load_or_report(&args.config.config)?;
+    let req = portcullis::tracecmd::TraceRequest {
+        from: args.from,
+        proto: args.proto.to_ascii_lowercase(),
+        src: args.src,
+        dst: args.dst,
+        flags: args.flags,
+        icmp_type: args.icmp_type,
+        icmp_code: args.icmp_code,
+        payload: args.payload,
+    };
+    print!("{}", portcullis::tracecmd::trace(&config, &req)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cmd_genkey(_args: GenkeyArgs) -> Result<ExitCode> {
-    bail!("`genkey` is not implemented yet")
+    println!("{}", portcullis::wg::keys::genkey());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_genpsk(_args: GenkeyArgs) -> Result<ExitCode> {
+    println!("{}", portcullis::wg::keys::genpsk());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cmd_pubkey(_args: PubkeyArgs) -> Result<ExitCode> {
-    bail!("`pubkey` is not implemented yet")
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+    println!("{}", portcullis::wg::keys::pubkey(text.trim())?);
+    Ok(ExitCode::SUCCESS)
 }
 
-fn cmd_import(_args: ImportArgs) -> Result<ExitCode> {
-    bail!("`import` is not implemented yet")
+fn cmd_import(args: ImportArgs) -> Result<ExitCode> {
+    use anyhow::Context;
+    let (text, ifname) = if args.file.as_os_str() == "-" {
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)?;
+        (t, "wg0".to_string())
+    } else {
+        let t = std::fs::read_to_string(&args.file)
+            .with_context(|| format!("reading {}", args.file.display()))?;
+        let stem = args
+            .file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "wg0".into());
+        (t, stem)
+    };
+    let imported = portcullis::wg::quick::import_wg_quick(&text, &ifname)
+        .with_context(|| format!("importing {}", args.file.display()))?;
+    for n in &imported.notes {
+        eprintln!("portcullis: note: {n}");
+    }
+    print!("{}", imported.toml);
+    Ok(ExitCode::SUCCESS)
 }
 
-fn cmd_peer_config(_args: PeerConfigArgs) -> Result<ExitCode> {
-    bail!("`peer-config` is not implemented yet")
+fn cmd_peer_config(args: PeerConfigArgs) -> Result<ExitCode> {
+    use anyhow::Context;
+    use portcullis::wg::quick::{peer_config, tunnel_prefixes, ClientConfig};
+    let config = load_or_report(&args.config.config)?;
+    let peer = config
+        .peers
+        .iter()
+        .find(|p| p.name == args.peer)
+        .with_context(|| {
+            let names: Vec<&str> = config.peers.iter().map(|p| p.name.as_str()).collect();
+            format!(
+                "no peer named {:?} (peers: {})",
+                args.peer,
+                names.join(", ")
+            )
+        })?;
+    let private_key = match &args.private_key_file {
+        Some(f) => Some(portcullis::wg::keys::read_key_file(f)?),
+        None => None,
+    };
+    let allowed_ips = if args.full_tunnel {
+        vec!["0.0.0.0/0".parse()?, "::/0".parse()?]
+    } else {
+        tunnel_prefixes(&config.interface.addresses)
+    };
+    let client = ClientConfig {
+        name: peer.name.clone(),
+        private_key,
+        addresses: peer.allowed_ips.clone(),
+        mtu: Some(config.interface.mtu),
+        dns: vec![],
+        gateway_public_key: config.interface.public_key(),
+        preshared_key: peer.preshared_key,
+        gateway_endpoint: args.endpoint,
+        allowed_ips,
+        persistent_keepalive: args.keepalive,
+    };
+    print!("{}", peer_config(&client));
+    Ok(ExitCode::SUCCESS)
 }

@@ -173,16 +173,81 @@ fn check_refuses_a_bad_config_and_lists_every_problem() {
 }
 
 #[test]
-fn placeholders_say_not_implemented_and_help_works() {
-    for sub in ["run", "trace", "genkey", "pubkey", "import", "peer-config"] {
-        let out = portcullis(&[sub], &[]);
-        assert_eq!(out.status.code(), Some(1), "{sub}");
-        assert!(
-            text(&out.stderr).contains("not implemented yet"),
-            "{sub}: {}",
-            text(&out.stderr)
-        );
+fn every_subcommand_has_help_and_keys_round_trip() {
+    for sub in [
+        "check",
+        "run",
+        "trace",
+        "genkey",
+        "genpsk",
+        "pubkey",
+        "import",
+        "peer-config",
+    ] {
+        let out = portcullis(&[sub, "--help"], &[]);
+        assert_eq!(out.status.code(), Some(0), "{sub}");
+        assert!(text(&out.stdout).contains("Usage: portcullis"), "{sub}");
     }
+    // genkey | pubkey: a base64 32-byte key in, its public key out.
+    let key = text(&portcullis(&["genkey"], &[]).stdout);
+    assert_eq!(key.trim().len(), 44, "{key}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("pubkey")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), PRIV.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    // The public key of PRIV, as `wg pubkey` prints it.
+    let public = text(&out.stdout);
+    assert_eq!(public.trim().len(), 44);
+    assert_ne!(public.trim(), PRIV);
+    // trace on the example config: the staff laptop may use HTTPS, the guest phone may not.
+    let dir = tempfile::tempdir().unwrap();
+    let path = install(&conf("gateway.toml"), dir.path());
+    let p = path.to_str().unwrap();
+    let out = portcullis(
+        &[
+            "trace",
+            "-c",
+            p,
+            "--from",
+            "laptop",
+            "tcp",
+            "100.64.0.2:40000",
+            "203.0.113.2:443",
+            "--flags",
+            "S",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("rules:") && report.contains("result:"),
+        "{report}"
+    );
+    let out = portcullis(
+        &[
+            "trace",
+            "-c",
+            p,
+            "--from",
+            "nobody",
+            "udp",
+            "1.2.3.4:1",
+            "5.6.7.8:2",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no such zone"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = portcullis(&["check", "--help"], &[]);
     assert_eq!(out.status.code(), Some(0));
     let help = text(&out.stdout);

@@ -313,3 +313,49 @@ impl Shell {
         }
     }
 }
+
+impl RunSettings {
+    /// Maps a validated config to the shell's settings, resolving peer
+    /// endpoints given as DNS names (the only IO here).
+    pub fn from_config(c: &crate::config::Config) -> anyhow::Result<RunSettings> {
+        use std::net::ToSocketAddrs;
+        let mut peers = Vec::with_capacity(c.peers.len());
+        for p in &c.peers {
+            let endpoint = match &p.endpoint {
+                None => None,
+                Some(e) => match e.socket_addr() {
+                    Some(a) => Some(a),
+                    None => Some(
+                        (e.host.as_str(), e.port)
+                            .to_socket_addrs()
+                            .with_context(|| format!("peer {}: resolving endpoint {e}", p.name))?
+                            .next()
+                            .with_context(|| {
+                                format!("peer {}: endpoint {e} has no address", p.name)
+                            })?,
+                    ),
+                },
+            };
+            peers.push(crate::wg::WgPeer {
+                zone: p.zone,
+                name: p.name.clone(),
+                public_key: p.public_key,
+                preshared_key: p.preshared_key,
+                endpoint,
+                persistent_keepalive: p.persistent_keepalive,
+            });
+        }
+        Ok(RunSettings {
+            tun_name: c.interface.name.clone(),
+            mtu: c.interface.mtu,
+            addresses: c.interface.addresses.clone(),
+            wg: WgConfig {
+                private_key: c.interface.private_key,
+                listen_port: c.interface.listen_port,
+                peers,
+            },
+            user: c.interface.user.clone(),
+            pipeline: PipelineConfig::from_config(c),
+        })
+    }
+}

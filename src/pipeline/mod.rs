@@ -3,24 +3,57 @@
 //! `Pipeline::handle(packet, ingress zone, now) -> Verdict` is the single entry
 //! point for packets from the TUN device, from decrypted WireGuard peers and
 //! from the netstack. It does no IO, reads no clock and takes no locks; packets
-//! the pipeline itself originates (rejects, echo replies, released fragments)
-//! are queued and drained with [`Pipeline::poll_transmit`].
+//! the pipeline itself originates (rejects, released fragments) are queued and
+//! drained with [`Pipeline::poll_transmit`], log events with
+//! [`Pipeline::poll_event`].
 //!
-//! INTERIM: this version routes only (cryptokey routing + anti-spoofing); the
-//! full stateful path (parse, defrag, conntrack, rules) replaces it.
+//! The path of a packet:
+//!
+//! 1. **parse** (`packet::parse`): malformed packets are dropped with their reason.
+//! 2. **defrag**: fragments are held until their datagram is complete; the
+//!    reassembled datagram is classified and, if allowed, its original
+//!    fragments are released to the egress zone (the path MTU is unchanged).
+//! 3. **conntrack**: a packet of a known flow takes the fast path — one hash
+//!    lookup, the TCP state/window check, counters, and the flow's cached
+//!    egress zone. A flow admitted under an older rule generation is re-checked
+//!    first (as if its first packet came again), so a reload that revokes
+//!    access cuts live flows.
+//! 4. **route** (new flows): the gateway's own addresses go through the
+//!    `input` chain (and on to the host over the TUN); packets the host sends
+//!    from the gateway's addresses go through `output`; everything else through
+//!    `forward`. The egress zone is the peer whose AllowedIPs hold the
+//!    destination (longest prefix), otherwise the TUN. A peer may only send
+//!    from its own AllowedIPs (cryptokey routing's anti-spoofing rule).
+//! 5. **rules**: first match wins, then the chain policy. Accepted flows enter
+//!    connection tracking; rejects queue a TCP RST or ICMP unreachable
+//!    (rate-limited, never in answer to an ICMP error, a non-first fragment or
+//!    a broadcast/multicast packet).
+//!
+//! Connection states as rules see them follow the kernel: NEW until the flow
+//! has seen a reply, then ESTABLISHED; ICMP errors about a known flow are
+//! RELATED; packets connection tracking refuses are INVALID. INVALID packets
+//! are dropped (reason `invalid`) unless a rule that names the `invalid`
+//! state decides them; such a rule cannot create a flow.
 
 pub mod route;
+pub mod stats;
+pub mod testbed;
+pub mod trace;
 
-use crate::conntrack::CtConfig;
-use crate::packet::FragConfig;
-use crate::rules::ChainDef;
-use crate::verdict::{DropReason, Verdict};
+use crate::conntrack::{Conntrack, CtConfig, CtState, Dir, FlowId, Track};
+use crate::packet::build::{self, ReplyLimiter};
+use crate::packet::frag::{FragResult, Reassembler};
+use crate::packet::{self, proto, FragConfig, PacketMeta, L4};
+use crate::rules::{Action, ChainDef, CtStateMask, Decision, MatchInput, RejectWith, RuleSet};
+use crate::verdict::{Chain, DropReason, Verdict};
 use crate::zone::{ZoneId, ZoneTable};
 use ipnetwork::IpNetwork;
 use route::RouteTable;
+use stats::{chain_slot, Count, Stats};
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::Instant;
+use trace::{trace_step, NoTrace, TraceLog, Tracer};
 
 /// Everything the pipeline needs, built from the validated config.
 #[derive(Debug, Clone)]
@@ -28,14 +61,14 @@ pub struct PipelineConfig {
     pub zones: ZoneTable,
     /// Each peer zone with its AllowedIPs.
     pub peer_routes: Vec<(ZoneId, Vec<IpNetwork>)>,
-    /// The gateway's own addresses (its tunnel addresses): traffic to them is `local`.
+    /// The gateway's own addresses (its tunnel addresses).
     pub local_addrs: Vec<IpAddr>,
     pub input: ChainDef,
     pub forward: ChainDef,
     pub output: ChainDef,
     pub conntrack: CtConfig,
     pub fragments: FragConfig,
-    /// Rate limit for generated replies (RST / ICMP errors / echo replies).
+    /// Rate limit for generated replies (RST / ICMP errors).
     pub reply_per_sec: u32,
     pub reply_burst: u32,
 }
@@ -47,78 +80,743 @@ pub struct Transmit {
     pub packet: Vec<u8>,
 }
 
+/// A log event: a rule with `log` matched, or a flow was revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    pub chain: Chain,
+    /// The deciding rule, `None` for the policy.
+    pub rule: Option<u32>,
+    pub action: Action,
+    /// True when a reload revoked a live flow.
+    pub revoked: bool,
+    pub ingress: ZoneId,
+    pub egress: ZoneId,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// How many log events are queued before new ones are counted as suppressed.
+const EVENT_QUEUE: usize = 1024;
+/// Flows expired per `handle_timeout` call (the sweep is amortised).
+const EXPIRE_BUDGET: usize = 65_536;
+
 /// The packet path.
 #[derive(Debug)]
 pub struct Pipeline {
-    cfg: PipelineConfig,
+    zones: ZoneTable,
     routes: RouteTable,
+    local_addrs: Vec<IpAddr>,
+    rules: RuleSet,
+    generation: u32,
+    ct: Conntrack,
+    frag: Reassembler,
+    limiter: ReplyLimiter,
     out: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
 }
 
-fn header_addrs(pkt: &[u8]) -> Option<(IpAddr, IpAddr)> {
-    match pkt.first()? >> 4 {
-        4 if pkt.len() >= 20 => {
-            let s: [u8; 4] = pkt.get(12..16)?.try_into().ok()?;
-            let d: [u8; 4] = pkt.get(16..20)?.try_into().ok()?;
-            Some((Ipv4Addr::from(s).into(), Ipv4Addr::from(d).into()))
+fn build_routes(peer_routes: &[(ZoneId, Vec<IpNetwork>)]) -> RouteTable {
+    let mut routes = RouteTable::new();
+    for (zone, nets) in peer_routes {
+        for n in nets {
+            routes.insert(*n, *zone);
         }
-        6 if pkt.len() >= 40 => {
-            let s: [u8; 16] = pkt.get(8..24)?.try_into().ok()?;
-            let d: [u8; 16] = pkt.get(24..40)?.try_into().ok()?;
-            Some((Ipv6Addr::from(s).into(), Ipv6Addr::from(d).into()))
-        }
-        _ => None,
+    }
+    routes
+}
+
+fn rule_counters(rules: &RuleSet) -> [Vec<Count>; 3] {
+    Chain::ALL.map(|c| vec![Count::default(); rules.chain(c).rules.len()])
+}
+
+/// The ports a rule sees: TCP/UDP ports, 0 otherwise.
+fn rule_ports(meta: &PacketMeta) -> (u16, u16) {
+    match meta.l4 {
+        L4::Tcp(t) => (t.sport, t.dport),
+        L4::Udp { sport, dport } => (sport, dport),
+        _ => (0, 0),
+    }
+}
+
+fn match_input(meta: &PacketMeta, ingress: ZoneId, egress: ZoneId, ct_state: u8) -> MatchInput {
+    let (sport, dport) = rule_ports(meta);
+    MatchInput {
+        ingress,
+        egress,
+        src: meta.src,
+        dst: meta.dst,
+        proto: meta.proto,
+        sport,
+        dport,
+        icmp: match meta.l4 {
+            L4::Icmp(i) => Some((i.ty, i.code)),
+            _ => None,
+        },
+        tcp_flags: match meta.l4 {
+            L4::Tcp(t) => Some(t.flags),
+            _ => None,
+        },
+        ct_state,
     }
 }
 
 impl Pipeline {
-    /// Builds the pipeline. `hash_key` keys every table indexed by packet data.
-    pub fn new(cfg: PipelineConfig, _hash_key: (u64, u64), _now: Instant) -> Self {
-        let mut routes = RouteTable::new();
-        for (zone, nets) in &cfg.peer_routes {
-            for n in nets {
-                routes.insert(*n, *zone);
-            }
-        }
+    /// Builds the pipeline. `hash_key` keys every table indexed by packet data
+    /// (pass random bits; tests may pass constants).
+    pub fn new(cfg: PipelineConfig, hash_key: (u64, u64), now: Instant) -> Self {
+        let rules = RuleSet::new(cfg.input, cfg.forward, cfg.output);
+        let stats = Stats {
+            rules: rule_counters(&rules),
+            ..Stats::default()
+        };
+        let frag_key = (
+            hash_key.0 ^ 0x9e37_79b9_7f4a_7c15,
+            hash_key.1.rotate_left(17),
+        );
         Pipeline {
-            cfg,
-            routes,
+            zones: cfg.zones,
+            routes: build_routes(&cfg.peer_routes),
+            local_addrs: cfg.local_addrs,
+            rules,
+            generation: 1,
+            ct: Conntrack::new(cfg.conntrack, hash_key, now),
+            frag: Reassembler::new(cfg.fragments, frag_key),
+            limiter: ReplyLimiter::new(cfg.reply_per_sec, cfg.reply_burst),
             out: VecDeque::new(),
+            events: VecDeque::new(),
+            stats,
         }
+    }
+
+    /// Replaces zones, routes and rules (a reload). Connection tracking and
+    /// fragments are kept; the rule generation is bumped so that every live
+    /// flow is re-checked against the new rules on its next packet.
+    /// Per-rule counters restart (the rules changed).
+    pub fn reload(&mut self, cfg: PipelineConfig) {
+        self.rules = RuleSet::new(cfg.input, cfg.forward, cfg.output);
+        self.stats.rules = rule_counters(&self.rules);
+        self.stats.policy = Default::default();
+        self.zones = cfg.zones;
+        self.routes = build_routes(&cfg.peer_routes);
+        self.local_addrs = cfg.local_addrs;
+        self.limiter = ReplyLimiter::new(cfg.reply_per_sec, cfg.reply_burst);
+        self.generation = self.generation.wrapping_add(1);
     }
 
     /// Decides one packet. The packet may be rewritten in place (NAT).
-    pub fn handle(&mut self, pkt: &mut [u8], ingress: ZoneId, _now: Instant) -> Verdict {
-        let Some((src, dst)) = header_addrs(pkt) else {
-            return Verdict::Drop(DropReason::Malformed(
-                crate::packet::ParseError::TruncatedIp,
-            ));
+    pub fn handle(&mut self, pkt: &mut [u8], ingress: ZoneId, now: Instant) -> Verdict {
+        self.handle_with(pkt, ingress, now, &mut NoTrace)
+    }
+
+    /// Like [`Pipeline::handle`], describing every stage the packet passes.
+    pub fn trace(&mut self, pkt: &mut [u8], ingress: ZoneId, now: Instant) -> (Verdict, TraceLog) {
+        let mut log = TraceLog::default();
+        let v = self.handle_with(pkt, ingress, now, &mut log);
+        (v, log)
+    }
+
+    fn handle_with<T: Tracer>(
+        &mut self,
+        pkt: &mut [u8],
+        ingress: ZoneId,
+        now: Instant,
+        t: &mut T,
+    ) -> Verdict {
+        let len = pkt.len();
+        self.stats.received.add(len);
+        trace_step!(
+            t,
+            "ingress",
+            "{} bytes from zone {}",
+            len,
+            self.zones.name(ingress)
+        );
+        let meta = match packet::parse(pkt) {
+            Ok(m) => m,
+            Err(e) => {
+                trace_step!(t, "parse", "malformed: {e}");
+                return self.finish(Verdict::Drop(DropReason::Malformed(e)), len);
+            }
         };
-        if ingress.is_peer() && self.routes.lookup(src) != Some(ingress) {
-            return Verdict::Drop(DropReason::SpoofedSource);
+        trace_step!(t, "parse", "{}", describe(&meta));
+        if meta.frag.is_some() {
+            return self.handle_fragment(pkt, &meta, ingress, now, t);
         }
-        if self.cfg.local_addrs.contains(&dst) {
-            return Verdict::Local;
+        let v = self.decide(pkt, &meta, ingress, now, t);
+        self.finish(v, len)
+    }
+
+    fn finish(&mut self, v: Verdict, len: usize) -> Verdict {
+        match &v {
+            Verdict::Forward(_) => self.stats.forwarded.add(len),
+            Verdict::Local => self.stats.local.add(len),
+            Verdict::Held => self.stats.held.add(len),
+            Verdict::Drop(r) => self.stats.count_drop(r, len),
+            Verdict::Reject(r) => self.stats.count_reject(r, len),
         }
-        match self.routes.lookup(dst) {
-            Some(z) if z != ingress => Verdict::Forward(z),
-            Some(_) => Verdict::Drop(DropReason::NoRoute),
-            None if ingress != ZoneId::TUN => Verdict::Forward(ZoneId::TUN),
-            None => Verdict::Drop(DropReason::NoRoute),
+        v
+    }
+
+    fn handle_fragment<T: Tracer>(
+        &mut self,
+        pkt: &[u8],
+        meta: &PacketMeta,
+        ingress: ZoneId,
+        now: Instant,
+        t: &mut T,
+    ) -> Verdict {
+        let len = pkt.len();
+        match self.frag.handle(pkt, meta, ingress, now) {
+            FragResult::Incomplete => {
+                trace_step!(t, "defrag", "fragment held for reassembly");
+                self.finish(Verdict::Held, len)
+            }
+            FragResult::Dropped(e) => {
+                trace_step!(t, "defrag", "fragment dropped: {e:?}");
+                self.finish(Verdict::Drop(DropReason::Fragment), len)
+            }
+            FragResult::Complete {
+                mut datagram,
+                fragments,
+            } => {
+                let dmeta = match packet::parse(&datagram) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        trace_step!(t, "defrag", "reassembled datagram malformed: {e}");
+                        return self.finish(Verdict::Drop(DropReason::Malformed(e)), len);
+                    }
+                };
+                trace_step!(
+                    t,
+                    "defrag",
+                    "reassembled {} fragments: {}",
+                    fragments.len(),
+                    describe(&dmeta)
+                );
+                match self.decide(&mut datagram, &dmeta, ingress, now, t) {
+                    Verdict::Forward(zone) => {
+                        // The datagram is allowed: its original fragments (this
+                        // one included) leave through poll_transmit, in arrival order.
+                        for f in fragments {
+                            self.out.push_back(Transmit { zone, packet: f });
+                        }
+                        self.finish(Verdict::Held, len)
+                    }
+                    other => self.finish(other, len),
+                }
+            }
         }
     }
 
-    /// Packets the pipeline originated (rejects, echo replies, released fragments).
+    /// Conntrack, routing and rules for one complete (unfragmented) packet.
+    fn decide<T: Tracer>(
+        &mut self,
+        pkt: &mut [u8],
+        meta: &PacketMeta,
+        ingress: ZoneId,
+        now: Instant,
+        t: &mut T,
+    ) -> Verdict {
+        let len = pkt.len();
+        match self.ct.track(ingress, meta, now) {
+            Track::Tracked { id, dir, state } => {
+                if self.flow_generation(id) != Some(self.generation) {
+                    if let Some(v) = self.recheck(id, pkt, meta, dir, now, t) {
+                        return v;
+                    }
+                }
+                let Some(flow) = self.ct.flow_mut(id) else {
+                    return Verdict::Drop(DropReason::Invalid);
+                };
+                let d = usize::from(dir == Dir::Reply);
+                flow.packets[d] += 1;
+                flow.bytes[d] += len as u64;
+                let out = if dir == Dir::Original {
+                    flow.egress()
+                } else {
+                    flow.ingress()
+                };
+                let (chain, rule) = (flow.chain, flow.rule);
+                self.stats.count_rule(chain, rule, len);
+                self.stats.fast_path.add(len);
+                trace_step!(
+                    t,
+                    "conntrack",
+                    "flow {} {:?} state {:?}: fast path",
+                    id.0,
+                    dir,
+                    state
+                );
+                trace_step!(t, "verdict", "forward to {}", self.zones.name(out));
+                Verdict::Forward(out)
+            }
+            Track::Related { id, dir } => {
+                let Some(flow) = self.ct.flow(id) else {
+                    return Verdict::Drop(DropReason::Invalid);
+                };
+                let out = if dir == Dir::Original {
+                    flow.egress()
+                } else {
+                    flow.ingress()
+                };
+                let chain = flow.chain;
+                trace_step!(t, "conntrack", "related to flow {} ({:?})", id.0, dir);
+                let m = match_input(meta, ingress, out, CtStateMask::RELATED);
+                let d = self.evaluate(chain, &m, t);
+                self.apply(d, chain, pkt, meta, ingress, out, None, now, t)
+            }
+            Track::New => self.new_flow(pkt, meta, ingress, now, t),
+            Track::Invalid(reason) => {
+                trace_step!(t, "conntrack", "invalid: {reason:?}");
+                let Some((out, chain)) = self.route(meta, ingress) else {
+                    return Verdict::Drop(DropReason::Invalid);
+                };
+                let m = match_input(meta, ingress, out, CtStateMask::INVALID);
+                let d = self.evaluate(chain, &m, t);
+                let explicit = d
+                    .rule
+                    .and_then(|r| self.rules.chain(chain).rules.get(r as usize))
+                    .is_some_and(|r| r.ct_state.is_some_and(|s| s.contains(CtStateMask::INVALID)));
+                if explicit {
+                    self.apply(d, chain, pkt, meta, ingress, out, None, now, t)
+                } else {
+                    trace_step!(
+                        t,
+                        "verdict",
+                        "drop: invalid (no rule names the invalid state)"
+                    );
+                    Verdict::Drop(DropReason::Invalid)
+                }
+            }
+        }
+    }
+
+    fn flow_generation(&self, id: FlowId) -> Option<u32> {
+        self.ct.flow(id).map(|f| f.generation)
+    }
+
+    /// Re-checks a flow admitted under an older rule generation: its first
+    /// packet is evaluated again under the current routes and rules. Returns
+    /// `None` when the flow may go on, or the verdict for this packet when the
+    /// flow was revoked (and removed).
+    fn recheck<T: Tracer>(
+        &mut self,
+        id: FlowId,
+        pkt: &mut [u8],
+        meta: &PacketMeta,
+        dir: Dir,
+        now: Instant,
+        t: &mut T,
+    ) -> Option<Verdict> {
+        let flow = self.ct.flow(id)?;
+        let (orig, egress, chain) = (flow.orig, flow.egress(), flow.chain);
+        let spoofed = orig.zone.is_peer() && self.routes.lookup(orig.src) != Some(orig.zone);
+        let first = MatchInput {
+            ingress: orig.zone,
+            egress,
+            src: orig.src,
+            dst: orig.dst,
+            proto: orig.proto,
+            sport: if matches!(orig.proto, proto::TCP | proto::UDP) {
+                orig.sport
+            } else {
+                0
+            },
+            dport: if matches!(orig.proto, proto::TCP | proto::UDP) {
+                orig.dport
+            } else {
+                0
+            },
+            icmp: match orig.proto {
+                proto::ICMP => Some((8, 0)),
+                proto::ICMPV6 => Some((128, 0)),
+                _ => None,
+            },
+            tcp_flags: (orig.proto == proto::TCP).then_some(packet::tcp_flags::SYN),
+            ct_state: CtStateMask::NEW,
+        };
+        let d = self.rules.evaluate(chain, &first);
+        trace_step!(
+            t,
+            "recheck",
+            "flow {} from generation {:?} re-checked: {:?}",
+            id.0,
+            self.flow_generation(id),
+            d
+        );
+        if !spoofed && d.action == Action::Accept {
+            let gen = self.generation;
+            if let Some(f) = self.ct.flow_mut(id) {
+                f.generation = gen;
+                f.rule = d.rule;
+            }
+            return None;
+        }
+        self.ct.remove(id);
+        self.stats.flows_revoked += 1;
+        self.push_event(Event {
+            chain,
+            rule: d.rule,
+            action: d.action,
+            revoked: true,
+            ingress: orig.zone,
+            egress,
+            src: orig.src,
+            dst: orig.dst,
+            proto: orig.proto,
+            sport: orig.sport,
+            dport: orig.dport,
+        });
+        let reason = match d.rule {
+            Some(rule) => DropReason::Rule { chain, rule },
+            None => DropReason::Policy(chain),
+        };
+        let reason = if spoofed {
+            DropReason::SpoofedSource
+        } else {
+            reason
+        };
+        // Tell the sender of this packet the flow is gone when the rule rejects.
+        if let (Action::Reject(with), false) = (d.action, spoofed) {
+            let sender = if dir == Dir::Original {
+                orig.zone
+            } else {
+                egress
+            };
+            self.queue_reply(pkt, meta, with, sender, now, t);
+            return Some(Verdict::Reject(reason));
+        }
+        Some(Verdict::Drop(reason))
+    }
+
+    /// Where a new packet goes and which chain decides it.
+    fn route(&self, meta: &PacketMeta, ingress: ZoneId) -> Option<(ZoneId, Chain)> {
+        if self.local_addrs.contains(&meta.dst) {
+            // To the gateway itself: the host behind the TUN answers.
+            return (ingress != ZoneId::TUN).then_some((ZoneId::TUN, Chain::Input));
+        }
+        let chain = if ingress == ZoneId::TUN && self.local_addrs.contains(&meta.src) {
+            Chain::Output
+        } else {
+            Chain::Forward
+        };
+        let out = match self.routes.lookup(meta.dst) {
+            Some(z) => z,
+            None if ingress != ZoneId::TUN => ZoneId::TUN,
+            None => return None,
+        };
+        (out != ingress).then_some((out, chain))
+    }
+
+    fn new_flow<T: Tracer>(
+        &mut self,
+        pkt: &mut [u8],
+        meta: &PacketMeta,
+        ingress: ZoneId,
+        now: Instant,
+        t: &mut T,
+    ) -> Verdict {
+        if ingress.is_peer() && self.routes.lookup(meta.src) != Some(ingress) {
+            trace_step!(
+                t,
+                "route",
+                "source {} is outside the AllowedIPs of {}",
+                meta.src,
+                self.zones.name(ingress)
+            );
+            return Verdict::Drop(DropReason::SpoofedSource);
+        }
+        let Some((out, chain)) = self.route(meta, ingress) else {
+            trace_step!(t, "route", "no route to {}", meta.dst);
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        trace_step!(t, "conntrack", "new flow");
+        trace_step!(
+            t,
+            "route",
+            "to zone {} via chain {}",
+            self.zones.name(out),
+            chain.name()
+        );
+        let m = match_input(meta, ingress, out, CtStateMask::NEW);
+        let d = self.evaluate(chain, &m, t);
+        self.apply(d, chain, pkt, meta, ingress, out, Some(()), now, t)
+    }
+
+    fn evaluate<T: Tracer>(&mut self, chain: Chain, m: &MatchInput, t: &mut T) -> Decision {
+        let d = self.rules.evaluate(chain, m);
+        if t.enabled() {
+            let who = match d.rule {
+                Some(r) => self.rules.rule_name(chain, r),
+                None => format!("policy of chain {}", chain.name()),
+            };
+            t.step(
+                "rules",
+                format!("{} -> {:?} (decided by {who})", chain.name(), d.action),
+            );
+        }
+        if d.log {
+            let ev = Event {
+                chain,
+                rule: d.rule,
+                action: d.action,
+                revoked: false,
+                ingress: m.ingress,
+                egress: m.egress,
+                src: m.src,
+                dst: m.dst,
+                proto: m.proto,
+                sport: m.sport,
+                dport: m.dport,
+            };
+            self.push_event(ev);
+        }
+        d
+    }
+
+    /// Applies a rule decision. `create` is `Some` when an accept starts a flow.
+    #[allow(clippy::too_many_arguments)]
+    fn apply<T: Tracer>(
+        &mut self,
+        d: Decision,
+        chain: Chain,
+        pkt: &mut [u8],
+        meta: &PacketMeta,
+        ingress: ZoneId,
+        out: ZoneId,
+        create: Option<()>,
+        now: Instant,
+        t: &mut T,
+    ) -> Verdict {
+        let len = pkt.len();
+        self.stats.count_rule(chain, d.rule, len);
+        let reason = match d.rule {
+            Some(rule) => DropReason::Rule { chain, rule },
+            None => DropReason::Policy(chain),
+        };
+        match d.action {
+            Action::Accept => {
+                if create.is_some() {
+                    match self
+                        .ct
+                        .insert(ingress, meta, out, None, self.generation, now)
+                    {
+                        Ok(id) => {
+                            if let Some(f) = self.ct.flow_mut(id) {
+                                f.chain = chain;
+                                f.rule = d.rule;
+                                f.packets[0] += 1;
+                                f.bytes[0] += len as u64;
+                            }
+                            self.stats.flows_created += 1;
+                            trace_step!(t, "conntrack", "flow {} created", id.0);
+                        }
+                        Err(e) => {
+                            trace_step!(t, "conntrack", "flow refused: {e:?}");
+                            return Verdict::Drop(DropReason::ConntrackFull);
+                        }
+                    }
+                }
+                trace_step!(t, "verdict", "forward to {}", self.zones.name(out));
+                Verdict::Forward(out)
+            }
+            Action::Drop => {
+                trace_step!(t, "verdict", "drop");
+                Verdict::Drop(reason)
+            }
+            Action::Reject(with) => {
+                self.queue_reply(pkt, meta, with, ingress, now, t);
+                Verdict::Reject(reason)
+            }
+        }
+    }
+
+    /// Builds and queues the answer to a rejected packet, within the RFC rules
+    /// and the rate limit.
+    fn queue_reply<T: Tracer>(
+        &mut self,
+        pkt: &[u8],
+        meta: &PacketMeta,
+        with: RejectWith,
+        to: ZoneId,
+        now: Instant,
+        t: &mut T,
+    ) {
+        let is_tcp = matches!(meta.l4, L4::Tcp(_));
+        let reply = match with {
+            RejectWith::Default | RejectWith::TcpReset if is_tcp => build::tcp_reset(pkt, meta),
+            RejectWith::IcmpUnreachable(code) => build::icmp_unreachable(pkt, meta, code, None),
+            _ => build::icmp_unreachable(pkt, meta, 3, None),
+        };
+        match reply {
+            Some(r) if self.limiter.allow(now) => {
+                trace_step!(
+                    t,
+                    "reject",
+                    "{} byte reply queued to {}",
+                    r.len(),
+                    self.zones.name(to)
+                );
+                self.stats.replies_sent += 1;
+                self.out.push_back(Transmit {
+                    zone: to,
+                    packet: r,
+                });
+            }
+            _ => {
+                trace_step!(t, "reject", "no reply sent (RFC rules or rate limit)");
+                self.stats.replies_suppressed += 1;
+            }
+        }
+    }
+
+    fn push_event(&mut self, ev: Event) {
+        if self.events.len() >= EVENT_QUEUE {
+            self.stats.events_suppressed += 1;
+        } else {
+            self.events.push_back(ev);
+        }
+    }
+
+    /// Packets the pipeline originated (rejects, released fragments), in order.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
     }
 
-    /// Housekeeping: expiry of flows and fragments. Call about once a second.
-    pub fn handle_timeout(&mut self, _now: Instant) {}
+    /// Log events, oldest first.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
 
-    /// The zone table in use.
+    /// Housekeeping: expiry of flows and incomplete datagrams. Call about once a second.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.ct.expire(now, EXPIRE_BUDGET);
+        self.frag.expire(now);
+    }
+
     pub fn zones(&self) -> &ZoneTable {
-        &self.cfg.zones
+        &self.zones
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn conntrack(&self) -> &Conntrack {
+        &self.ct
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// The current rule generation (bumped by every reload).
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The name of a chain's rule or policy, for logs.
+    pub fn rule_label(&self, chain: Chain, rule: Option<u32>) -> String {
+        match rule {
+            Some(r) => self.rules.rule_name(chain, r),
+            None => format!("{}-policy", chain.name()),
+        }
+    }
+
+    /// Per-chain rule counters (index = rule index).
+    pub fn rule_counters(&self, chain: Chain) -> &[Count] {
+        &self.stats.rules[chain_slot(chain)]
+    }
+}
+
+/// One-line description of a packet for traces.
+pub fn describe(m: &PacketMeta) -> String {
+    let frag = match m.frag {
+        Some(f) => format!(
+            " fragment id {} offset {}{}",
+            f.id,
+            f.offset,
+            if f.more { " MF" } else { "" }
+        ),
+        None => String::new(),
+    };
+    let l4 = match m.l4 {
+        L4::Tcp(t) => format!(
+            "tcp {}:{} -> {}:{} flags {}",
+            m.src,
+            t.sport,
+            m.dst,
+            t.dport,
+            flag_string(t.flags)
+        ),
+        L4::Udp { sport, dport } => format!("udp {}:{} -> {}:{}", m.src, sport, m.dst, dport),
+        L4::Icmp(i) => format!(
+            "icmp{} {} -> {} type {} code {}{}",
+            if m.is_v6() { "v6" } else { "" },
+            m.src,
+            m.dst,
+            i.ty,
+            i.code,
+            i.echo_id.map(|id| format!(" id {id}")).unwrap_or_default()
+        ),
+        L4::Other => format!("proto {} {} -> {}", m.proto, m.src, m.dst),
+    };
+    format!("{l4}, {} bytes{frag}", m.total_len)
+}
+
+/// TCP flags as letters (S, A, F, R, P, U, E, C).
+pub fn flag_string(f: u8) -> String {
+    use packet::tcp_flags::*;
+    let mut s = String::new();
+    for (bit, c) in [
+        (SYN, 'S'),
+        (ACK, 'A'),
+        (FIN, 'F'),
+        (RST, 'R'),
+        (PSH, 'P'),
+        (URG, 'U'),
+        (ECE, 'E'),
+        (CWR, 'C'),
+    ] {
+        if f & bit != 0 {
+            s.push(c);
+        }
+    }
+    if s.is_empty() {
+        s.push('-');
+    }
+    s
+}
+
+/// The state a flow's packet had, for callers that want it.
+pub fn state_bit(s: CtState) -> u8 {
+    s.mask_bit()
+}
+
+impl PipelineConfig {
+    /// The pipeline's part of a validated config.
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        PipelineConfig {
+            zones: c.zones.clone(),
+            peer_routes: c
+                .peers
+                .iter()
+                .map(|p| (p.zone, p.allowed_ips.clone()))
+                .collect(),
+            local_addrs: c.interface.addresses.iter().map(|n| n.ip()).collect(),
+            input: c.input.clone(),
+            forward: c.forward.clone(),
+            output: c.output.clone(),
+            conntrack: c.conntrack,
+            fragments: c.fragments,
+            reply_per_sec: c.reject.per_sec,
+            reply_burst: c.reject.burst,
+        }
     }
 }

@@ -225,9 +225,7 @@ impl AddrBits for u128 {
         self & other
     }
     fn with_sub(self, i: u32, len: u8) -> Self {
-        self | u128::from(i)
-            .checked_shl(128 - u32::from(len))
-            .unwrap_or(0)
+        self | u128::from(i).checked_shl(128 - u32::from(len)).unwrap_or(0)
     }
 }
 
@@ -280,7 +278,11 @@ impl<A: AddrBits> FamilyIndex<A> {
             let base = bits.and(A::mask(len));
             let n = 1u32 << (t - len).min(MAX_EXPAND_BITS);
             for sub in 0..n {
-                let key = if t == len { base } else { base.with_sub(sub, t) };
+                let key = if t == len {
+                    base
+                } else {
+                    base.with_sub(sub, t)
+                };
                 let list = map.entry(key).or_default();
                 if list.last() != Some(&rule) {
                     list.push(rule);
@@ -406,10 +408,8 @@ impl Classifier {
         let mut flat = Vec::new();
         let mut dst_entries = Vec::new();
         let mut src_entries = Vec::new();
-        let mut dport: HashMap<u16, Vec<u32>, KeyedState> =
-            HashMap::with_hasher(hasher.clone());
-        let mut sport: HashMap<u16, Vec<u32>, KeyedState> =
-            HashMap::with_hasher(hasher.clone());
+        let mut dport: HashMap<u16, Vec<u32>, KeyedState> = HashMap::with_hasher(hasher.clone());
+        let mut sport: HashMap<u16, Vec<u32>, KeyedState> = HashMap::with_hasher(hasher.clone());
         let mut ingress: Vec<Vec<u32>> = Vec::new();
         let mut egress: Vec<Vec<u32>> = Vec::new();
         let mut proto: Vec<Vec<u32>> = vec![Vec::new(); 256];
@@ -553,11 +553,7 @@ impl Classifier {
     }
 }
 
-fn add_ports(
-    map: &mut HashMap<u16, Vec<u32>, KeyedState>,
-    p: Option<&super::PortMatch>,
-    idx: u32,
-) {
+fn add_ports(map: &mut HashMap<u16, Vec<u32>, KeyedState>, p: Option<&super::PortMatch>, idx: u32) {
     let Some(p) = p else { return };
     for &(lo, hi) in &p.ranges {
         for port in lo..=hi {
@@ -614,9 +610,8 @@ fn choose_field(rule: &Rule) -> Field {
             .sum();
         (n <= MAX_INDEXED_PORTS).then(|| f64::from(n) / 65536.0)
     };
-    let zone_cov = |z: &super::ZoneMatch| {
-        (!z.negate).then(|| z.zones.iter().count() as f64 * ZONE_SHARE)
-    };
+    let zone_cov =
+        |z: &super::ZoneMatch| (!z.negate).then(|| z.zones.iter().count() as f64 * ZONE_SHARE);
     consider(Field::Dst, rule.dst.as_ref().and_then(addr_cov));
     consider(Field::Src, rule.src.as_ref().and_then(addr_cov));
     consider(Field::Dport, rule.dport.as_ref().and_then(port_cov));
