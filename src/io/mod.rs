@@ -9,7 +9,9 @@
 //!   decrypted packet goes to `pipeline.handle(pkt, peer zone)` -> verdict;
 //! - a timer tick every [`TICK`]: `wg.update_timers`, and every second
 //!   `pipeline.handle_timeout`;
-//! - SIGINT / SIGTERM: leave the loop; dropping the TUN fd removes the device.
+//! - SIGINT / SIGTERM: leave the loop (logging the counters report); dropping
+//!   the TUN fd removes the device;
+//! - SIGUSR1: log the counters report (`Pipeline::report`).
 //!
 //! Verdicts: `Forward(tun)` writes to the TUN, `Forward(peer)` encrypts to that
 //! peer (no session: held for the handshake or dropped and counted as
@@ -159,6 +161,7 @@ impl Shell {
         use tokio::signal::unix::{signal, SignalKind};
         let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut sigusr1 = signal(SignalKind::user_defined1()).context("SIGUSR1 handler")?;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_housekeeping = Instant::now();
@@ -168,6 +171,7 @@ impl Shell {
             tokio::select! {
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
                 _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+                _ = sigusr1.recv() => { self.log_report(); }
                 r = self.tun.recv(&mut tun_buf) => {
                     let n = r.context("TUN read")?;
                     self.counters.tun_rx += 1;
@@ -199,7 +203,16 @@ impl Shell {
                 }
             }
         }
+        self.log_report();
         Ok(())
+    }
+
+    /// Logs the pipeline's counters report (at shutdown and on SIGUSR1).
+    fn log_report(&self) {
+        for line in self.pipeline.report().lines() {
+            tracing::info!(target: "portcullis::counters", "{line}");
+        }
+        tracing::info!(target: "portcullis::counters", "io: {:?}", self.counters);
     }
 
     async fn on_tun_packet(&mut self, pkt: &mut [u8]) {
@@ -273,6 +286,9 @@ impl Shell {
     }
 
     async fn drain_transmits(&mut self, now: Instant) {
+        while let Some(e) = self.pipeline.poll_event() {
+            tracing::info!(target: "portcullis::rule", "{}", self.pipeline.event_line(&e));
+        }
         while let Some(t) = self.pipeline.poll_transmit() {
             self.send_to_zone(t.zone, &t.packet, now).await;
         }

@@ -820,3 +820,99 @@ impl PipelineConfig {
         }
     }
 }
+
+impl Pipeline {
+    /// A human-readable counters report: totals, drops by reason, per-rule
+    /// hits, connection tracking. Used for the log at shutdown and on SIGUSR1.
+    pub fn report(&self) -> String {
+        use std::fmt::Write as _;
+        let s = &self.stats;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "packets: received {} ({} bytes), forwarded {} (fast path {}), dropped {}, rejected {}, held {}",
+            s.received.packets,
+            s.received.bytes,
+            s.forwarded.packets,
+            s.fast_path.packets,
+            s.dropped.packets,
+            s.rejected.packets,
+            s.held.packets
+        );
+        if !s.drop_reasons.is_empty() {
+            let reasons: Vec<String> = s
+                .drop_reasons
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(out, "drops by reason: {}", reasons.join(" "));
+        }
+        for chain in Chain::ALL {
+            for (i, c) in self.rule_counters(chain).iter().enumerate() {
+                if c.packets > 0 {
+                    let _ = writeln!(
+                        out,
+                        "rule {}/{}: {} packets, {} bytes",
+                        chain.name(),
+                        self.rules.rule_name(chain, i as u32),
+                        c.packets,
+                        c.bytes
+                    );
+                }
+            }
+            let p = s.policy(chain);
+            if p.packets > 0 {
+                let _ = writeln!(
+                    out,
+                    "policy {}: {} packets, {} bytes",
+                    chain.name(),
+                    p.packets,
+                    p.bytes
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "conntrack: {} flows (created {}, revoked by reload {}); replies sent {}, suppressed {}",
+            self.ct.len(),
+            s.flows_created,
+            s.flows_revoked,
+            s.replies_sent,
+            s.replies_suppressed
+        );
+        out
+    }
+
+    /// Formats a log event as one line (zone names resolved).
+    pub fn event_line(&self, e: &Event) -> String {
+        let ports = matches!(e.proto, proto::TCP | proto::UDP);
+        let ep = |a: IpAddr, p: u16| match (ports, a) {
+            (true, IpAddr::V6(v6)) => format!("[{v6}]:{p}"),
+            (true, a) => format!("{a}:{p}"),
+            (false, a) => a.to_string(),
+        };
+        format!(
+            "{}{} {} {:?}: {} {} -> {} ({} -> {})",
+            if e.revoked { "revoked flow: " } else { "" },
+            e.chain.name(),
+            self.rule_label(e.chain, e.rule),
+            e.action,
+            proto_name(e.proto),
+            ep(e.src, e.sport),
+            ep(e.dst, e.dport),
+            self.zones.name(e.ingress),
+            self.zones.name(e.egress),
+        )
+    }
+}
+
+/// The name of an IP protocol number for logs.
+pub fn proto_name(p: u8) -> String {
+    match p {
+        proto::TCP => "tcp".into(),
+        proto::UDP => "udp".into(),
+        proto::ICMP => "icmp".into(),
+        proto::ICMPV6 => "icmpv6".into(),
+        n => format!("proto-{n}"),
+    }
+}
