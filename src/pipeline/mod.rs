@@ -332,9 +332,7 @@ impl Pipeline {
                 let Some(flow) = self.ct.flow_mut(id) else {
                     return Verdict::Drop(DropReason::Invalid);
                 };
-                let d = usize::from(dir == Dir::Reply);
-                flow.packets[d] += 1;
-                flow.bytes[d] += len as u64;
+                flow.count(dir, len);
                 let out = if dir == Dir::Original {
                     flow.egress()
                 } else {
@@ -609,8 +607,7 @@ impl Pipeline {
                             if let Some(f) = self.ct.flow_mut(id) {
                                 f.chain = chain;
                                 f.rule = d.rule;
-                                f.packets[0] += 1;
-                                f.bytes[0] += len as u64;
+                                f.count(Dir::Original, len);
                             }
                             self.stats.flows_created += 1;
                             trace_step!(t, "conntrack", "flow {} created", id.0);
