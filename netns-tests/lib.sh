@@ -102,9 +102,10 @@ curl_probe() { # NODE URL MAX_SECONDS [curl args...]
 
 # Packet capture with tcpdump inside a node, bounded in time.
 # cap_start NAME NODE IFACE FILTER ; ... ; cap_count NAME -> number of packets
+# CAP_DIRECTION=in|out restricts to one direction (tcpdump -Q).
 cap_start() {
   local name="$1" n="$2" ifc="$3" filter="$4"
-  ip netns exec "pl${ID}-$n" timeout -s INT 120 tcpdump -i "$ifc" -nn -U -w "$S/cap-$name.pcap" "$filter" \
+  ip netns exec "pl${ID}-$n" timeout -s INT 120 tcpdump -i "$ifc" ${CAP_DIRECTION:+-Q "$CAP_DIRECTION"} --immediate-mode -nn -U -w "$S/cap-$name.pcap" "$filter" \
     > "$S/cap-$name.log" 2>&1 &
   local pid=$!
   CAP_PIDS+=("$pid")
@@ -123,6 +124,9 @@ cap_stop() {
     sleep 0.3   # let the last packets in flight land
     kill -INT "$pid" 2>/dev/null || true
   fi
+  # (often called in $(...), where `wait` cannot see the process: poll)
+  local end=$(( $(ms_now) + 5000 ))
+  while kill -0 "$pid" 2>/dev/null && [ "$(ms_now)" -lt "$end" ]; do sleep 0.05; done
   wait "$pid" 2>/dev/null || true
 }
 cap_count() { # NAME [read filter]: stops the capture (once), counts packets
