@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # netns-tests/lib.sh: helpers sourced by every netns-tests/t-*.sh.
 #
 # A test: `. "$(dirname "$0")/lib.sh"`, then `lab_up [lab up args]`, then checks
