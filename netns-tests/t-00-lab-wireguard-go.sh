@@ -4,7 +4,7 @@
 # forwarding, the DESIGN.md baseline) to the server. The same checks the
 # portcullis tests make; this one must pass on any machine with the packages.
 . "$(dirname "$0")/lib.sh"
-NETNS_GATEWAY=wireguard-go  # shellcheck disable=SC2034
+# shellcheck disable=SC2034  # read by lib.sh
 GATEWAY_KIND=wireguard-go
 lab_up --gateway wireguard-go
 check_handshake_ping
