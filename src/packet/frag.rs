@@ -44,7 +44,7 @@ use std::time::Instant;
 use siphasher::sip::SipHasher13;
 
 use super::checksum::fill_ipv4_checksum;
-use super::parse::walk_v6;
+use super::parse::walk_v6_until;
 use super::{FragConfig, PacketMeta};
 use crate::zone::ZoneId;
 
@@ -291,7 +291,7 @@ impl Reassembler {
 
     fn layout(pkt: &[u8], meta: &PacketMeta) -> Option<Layout> {
         if meta.is_v6() {
-            let chain = walk_v6(pkt).ok()?;
+            let chain = walk_v6_until(pkt, true).ok()?;
             let (off, _) = chain.frag?;
             Some(Layout {
                 data_off: off + 8,
@@ -802,6 +802,25 @@ mod tests {
             feed(&mut r, &fr[0][..1], ZoneId::TUN, t)[0],
             FragResult::Dropped(FragError::NoMemory)
         );
+    }
+
+    #[test]
+    fn v6_tiny_first_fragment_replayed_leniently() {
+        // The first fragment holds only a destination-options header (RFC 7112 case).
+        let p = v6_with_ext(&v6_udp(&[7; 40]), &[(60, ext8())]);
+        let fr = frag_v6_ext(&p, 40, 6, &[8], 77);
+        assert_eq!(parse(&fr[0]), Err(crate::packet::ParseError::TinyFragment));
+        let mut r = Reassembler::new(FragConfig::default(), KEY);
+        let t = Instant::now();
+        let mut last = FragResult::Incomplete;
+        for f in &fr {
+            let m = parse_allowing_tiny_fragments(f, ParseOptions::default()).unwrap();
+            last = r.handle(f, &m, ZoneId::TUN, t);
+        }
+        let FragResult::Complete { datagram, .. } = last else {
+            panic!("{last:?}")
+        };
+        assert_eq!(datagram, p);
     }
 
     fn yaml_expected(path: &str) -> Vec<u8> {
