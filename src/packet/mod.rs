@@ -12,6 +12,7 @@
 //! - `rewrite`: in-place rewrite of addresses, ports and ICMP ids.
 //! - `build`: TCP RST and ICMP/ICMPv6 destination-unreachable replies (RFC 792, 1812, 4443).
 //! - `frag`: IPv4/IPv6 fragment reassembly (RFC 791, 8200, 5722).
+//! - `pcap`: a small capture reader (Ethernet/VLAN, raw IP, loopback) for replay tests and benches.
 
 use std::net::IpAddr;
 

@@ -1115,6 +1115,11 @@ mod tests {
             for (i, b) in muts { let at = i.index(p.len()); p[at] = b; }
             if fix && p[0] >> 4 == 4 { fill_ipv4_checksum(&mut p); }
             if let Ok(m) = parse(&p) { check_meta(&p, &m); }
+            // The parser's inline checksum check agrees with checksum::l4_checksum_ok.
+            if let Ok(m) = parse_with(&p, ParseOptions { verify_l4_checksum: false }) {
+                let ok = crate::packet::checksum::l4_checksum_ok(&p, &m);
+                prop_assert_eq!(ok, parse(&p).is_ok());
+            }
             let c = cut.index(p.len() + 1);
             if let Ok(m) = parse(&p[..c]) { check_meta(&p[..c], &m); }
             let _ = parse_allowing_tiny_fragments(&p[..c], ParseOptions::default());
