@@ -12,6 +12,12 @@
 //! preceding next-header field fixed. Its transport checksum is *not* checked
 //! here: parsing it with [`parse`](super::parse()) does that.
 //!
+//! Use in the pipeline: `parse` each packet; if `meta.frag.is_some()`, hand it
+//! to [`Reassembler::handle`]; on `Complete`, `parse(&datagram)` (which verifies
+//! the transport checksum) and classify that, then forward `fragments`
+//! (rewritten one by one if NAT applies: see `rewrite`'s fragment rules).
+//! Call [`Reassembler::expire`] from the timer path.
+//!
 //! Datagrams are keyed by (ingress zone, src, dst, id, protocol) in a map with a
 //! keyed SipHash-1-3 (the key comes from the caller). Per-fragment checks: data
 //! length non-zero and, unless it is the last fragment, a multiple of 8 (RFC 8200

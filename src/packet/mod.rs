@@ -1,6 +1,6 @@
 //! Packets: checked parsing, in-place rewrite and reply builders.
 //!
-//! [`parse`] turns raw IP bytes (IPv4 or IPv6, no link layer) into a
+//! [`parse()`] turns raw IP bytes (IPv4 or IPv6, no link layer) into a
 //! [`PacketMeta`]: a small, owned summary of every header field the rest of the
 //! gateway looks at, with the offsets needed to rewrite the packet in place.
 //! It never panics on any input; malformed input is a [`ParseError`] that names
