@@ -23,28 +23,25 @@ use super::{proto, PacketMeta, L4};
 /// RFC 1071 sum of `data` (big-endian 16-bit words, odd byte zero-padded), folded to 16 bits.
 ///
 /// Uses the byte-order independence of the ones'-complement sum (RFC 1071
-/// 2(B)): 8-byte native-endian words are added with end-around carry into a
-/// 64-bit accumulator, folded to 16 bits, and byte-swapped on little-endian
-/// machines at the end. The zero-padded tail keeps the odd-byte rule.
+/// 2(B)): native-endian words are summed, the total folded to 16 bits and
+/// byte-swapped on little-endian machines at the end. The odd trailing byte
+/// counts as the high byte of a zero-padded big-endian word.
 #[inline]
 pub fn sum(data: &[u8]) -> u32 {
+    // 32-bit native words into a 64-bit accumulator: no carry chain, so the
+    // loop vectorizes; 65535 bytes add at most 2^14 * 2^32 < 2^64.
     let mut acc: u64 = 0;
-    let mut chunks = data.chunks_exact(8);
+    let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
-        let mut w = [0u8; 8];
+        let mut w = [0u8; 4];
         w.copy_from_slice(c);
-        let (s, carry) = acc.overflowing_add(u64::from_ne_bytes(w));
-        acc = s + u64::from(carry);
+        acc += u64::from(u32::from_ne_bytes(w));
     }
-    // The tail is added in 4/2/1-byte native pieces (each starting at an even
+    // The tail is added in 2/1-byte native pieces (each starting at an even
     // offset; 2^16 = 1 mod 0xffff makes their position in `acc` irrelevant).
     // Copying it into a zeroed buffer instead would stall store forwarding.
     let mut rest = chunks.remainder();
     let mut tail: u64 = 0;
-    if let Some((w, r)) = rest.split_first_chunk::<4>() {
-        tail += u64::from(u32::from_ne_bytes(*w));
-        rest = r;
-    }
     if let Some((w, r)) = rest.split_first_chunk::<2>() {
         tail += u64::from(u16::from_ne_bytes(*w));
         rest = r;
@@ -53,8 +50,7 @@ pub fn sum(data: &[u8]) -> u32 {
         // The odd byte is the high byte of a zero-padded big-endian word.
         tail += u64::from(u16::from_ne_bytes([b, 0]));
     }
-    let (s, carry) = acc.overflowing_add(tail);
-    acc = s + u64::from(carry);
+    acc += tail;
     // Fold 64 -> 32 -> 16 bits with end-around carry.
     let mut s = (acc & 0xffff_ffff) + (acc >> 32);
     s = (s & 0xffff_ffff) + (s >> 32);
