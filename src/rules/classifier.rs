@@ -85,6 +85,11 @@ pub const MAX_EXPAND_BITS: u8 = 4;
 /// (e.g. 6000-6063) while keeping a rule's port entries within 1 KiB.
 pub const MAX_INDEXED_PORTS: u32 = 256;
 
+/// A field whose match is estimated to cover at most this share of packets
+/// (a /12 prefix, 16 ports) is selective enough: the first such field in the
+/// order dst, src, dport, sport, ingress, egress, proto is used.
+const SELECTIVE: f64 = 1.0 / 4096.0;
+
 /// Estimated share of packets in one zone, used only to choose a rule's index
 /// (a gateway typically has a handful of zones with traffic).
 const ZONE_SHARE: f64 = 1.0 / 16.0;
@@ -225,9 +230,7 @@ impl AddrBits for u128 {
         self & other
     }
     fn with_sub(self, i: u32, len: u8) -> Self {
-        self | u128::from(i)
-            .checked_shl(128 - u32::from(len))
-            .unwrap_or(0)
+        self | u128::from(i).checked_shl(128 - u32::from(len)).unwrap_or(0)
     }
 }
 
@@ -246,7 +249,7 @@ struct FamilyIndex<A: AddrBits> {
 
 impl<A: AddrBits> FamilyIndex<A> {
     /// `entries`: (network bits, prefix length, rule), rules ascending.
-    fn build(entries: &[(A, u8, u32)], flat: &mut Vec<u32>, hasher: &KeyedState) -> Self {
+    fn build(entries: &[(A, u8, u32)], flat: &mut FlatBuilder<'_>, hasher: &KeyedState) -> Self {
         let mut lens: Vec<u8> = entries.iter().map(|e| e.1).collect();
         lens.sort_unstable();
         lens.dedup();
@@ -280,7 +283,11 @@ impl<A: AddrBits> FamilyIndex<A> {
             let base = bits.and(A::mask(len));
             let n = 1u32 << (t - len).min(MAX_EXPAND_BITS);
             for sub in 0..n {
-                let key = if t == len { base } else { base.with_sub(sub, t) };
+                let key = if t == len {
+                    base
+                } else {
+                    base.with_sub(sub, t)
+                };
                 let list = map.entry(key).or_default();
                 if list.last() != Some(&rule) {
                     list.push(rule);
@@ -320,7 +327,11 @@ struct AddrIndex {
 }
 
 impl AddrIndex {
-    fn build(entries: &[(IpNetwork, u32)], flat: &mut Vec<u32>, hasher: &KeyedState) -> Self {
+    fn build(
+        entries: &[(IpNetwork, u32)],
+        flat: &mut FlatBuilder<'_>,
+        hasher: &KeyedState,
+    ) -> Self {
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
         for &(net, rule) in entries {
@@ -347,7 +358,7 @@ impl AddrIndex {
 /// Moves the builder's lists into `flat` and keeps only their spans.
 fn freeze<K: std::hash::Hash + Eq>(
     b: HashMap<K, Vec<u32>, KeyedState>,
-    flat: &mut Vec<u32>,
+    flat: &mut FlatBuilder<'_>,
     hasher: &KeyedState,
 ) -> HashMap<K, Span, KeyedState> {
     let mut out = HashMap::with_capacity_and_hasher(b.len(), hasher.clone());
@@ -357,13 +368,192 @@ fn freeze<K: std::hash::Hash + Eq>(
     out
 }
 
-fn push_list(flat: &mut Vec<u32>, v: &[u32]) -> Span {
+fn push_list(flat: &mut FlatBuilder<'_>, v: &[u32]) -> Span {
     let s = Span {
-        start: flat.len() as u32,
+        start: flat.out.len() as u32,
         len: v.len() as u32,
     };
-    flat.extend_from_slice(v);
+    flat.out
+        .extend(v.iter().filter_map(|&i| flat.quick.get(i as usize)));
     s
+}
+
+/// Collects the candidate lists: each entry is the rule's [`Quick`] form,
+/// copied inline so that a list is checked with sequential reads.
+struct FlatBuilder<'a> {
+    quick: &'a [Quick],
+    out: Vec<Quick>,
+}
+
+/// A rule's fields in a flat 32-byte form, checked before (and, when `EXACT`,
+/// instead of) [`rule_matches`]: every condition here is implied by the rule,
+/// so a failed quick check proves the rule does not match. `EXACT` says the
+/// quick check plus the index key the rule was found under decide the rule
+/// exactly (every field is either represented here, or the indexed field,
+/// whose key match is exact: expanded prefixes partition the net, ports and
+/// zones are keyed one by one).
+#[derive(Debug, Clone, Copy, Default)]
+struct Quick {
+    /// The rule's index in the chain.
+    rule: u32,
+    src_net: u32,
+    src_mask: u32,
+    dst_net: u32,
+    dst_mask: u32,
+    dport: (u16, u16),
+    sport: (u16, u16),
+    ingress: u16,
+    egress: u16,
+    flags: u8,
+    proto: u8,
+    ct: u8,
+    /// 0: any; else must equal the packet's IP version.
+    family: u8,
+}
+
+const Q_PROTO_ANY: u8 = 1;
+const Q_CT_ANY: u8 = 2;
+const Q_NEEDS_PORTS: u8 = 4;
+const Q_SRC4: u8 = 8;
+const Q_DST4: u8 = 16;
+const Q_INGRESS: u8 = 32;
+const Q_EGRESS: u8 = 64;
+const Q_EXACT: u8 = 128;
+
+impl Quick {
+    fn new(idx: u32, rule: &Rule, indexed: Field) -> Quick {
+        let mut q = Quick {
+            rule: idx,
+            dport: (0, u16::MAX),
+            sport: (0, u16::MAX),
+            ..Quick::default()
+        };
+        let mut exact = true;
+        if let Some(f) = rule.family {
+            // Some(0) matches nothing in the reference; 0 means "any" here.
+            q.family = if f == 0 { u8::MAX } else { f };
+        }
+        match rule.proto {
+            Some(p) => q.proto = p,
+            None => q.flags |= Q_PROTO_ANY,
+        }
+        match rule.ct_state {
+            Some(c) => q.ct = c.0,
+            None => q.flags |= Q_CT_ANY,
+        }
+        if rule.tcp_flags.is_some() || rule.icmp_type.is_some() || rule.icmp_code.is_some() {
+            exact = false;
+        }
+        if rule.sport.is_some() || rule.dport.is_some() {
+            q.flags |= Q_NEEDS_PORTS;
+        }
+        let mut ports = |p: Option<&super::PortMatch>, f: Field, out: &mut (u16, u16)| {
+            let Some(p) = p else { return };
+            match p.ranges.as_slice() {
+                [r] if !p.negate => *out = *r,
+                _ => {
+                    if !p.negate {
+                        // The hull of the ranges: implied, not exact.
+                        let lo = p.ranges.iter().map(|r| r.0).min().unwrap_or(1);
+                        let hi = p.ranges.iter().map(|r| r.1).max().unwrap_or(0);
+                        *out = (lo, hi);
+                    }
+                    exact &= indexed == f;
+                }
+            }
+        };
+        ports(rule.sport.as_ref(), Field::Sport, &mut q.sport);
+        ports(rule.dport.as_ref(), Field::Dport, &mut q.dport);
+        let mut addr = |a: Option<&super::AddrMatch>, f: Field, flag: u8| -> Option<(u32, u32)> {
+            let a = a?;
+            match a.nets.as_slice() {
+                [IpNetwork::V4(n)] if !a.negate => {
+                    q.flags |= flag;
+                    let mask = <u32 as AddrBits>::mask(n.prefix());
+                    Some((u32::from(n.ip()) & mask, mask))
+                }
+                _ => {
+                    exact &= indexed == f;
+                    None
+                }
+            }
+        };
+        if let Some((net, mask)) = addr(rule.src.as_ref(), Field::Src, Q_SRC4) {
+            (q.src_net, q.src_mask) = (net, mask);
+        }
+        if let Some((net, mask)) = addr(rule.dst.as_ref(), Field::Dst, Q_DST4) {
+            (q.dst_net, q.dst_mask) = (net, mask);
+        }
+        let mut zone = |z: Option<&super::ZoneMatch>, f: Field, flag: u8| -> Option<u16> {
+            let z = z?;
+            let mut it = z.zones.iter();
+            match (it.next(), it.next()) {
+                (Some(one), None) if !z.negate => {
+                    q.flags |= flag;
+                    Some(one.0)
+                }
+                _ => {
+                    exact &= indexed == f;
+                    None
+                }
+            }
+        };
+        if let Some(id) = zone(rule.ingress.as_ref(), Field::Ingress, Q_INGRESS) {
+            q.ingress = id;
+        }
+        if let Some(id) = zone(rule.egress.as_ref(), Field::Egress, Q_EGRESS) {
+            q.egress = id;
+        }
+        if exact {
+            q.flags |= Q_EXACT;
+        }
+        q
+    }
+
+    /// Conditions implied by the rule (all of them when `EXACT`, given the key).
+    #[inline]
+    fn check(&self, m: &MatchInput) -> bool {
+        let f = self.flags;
+        if f & Q_PROTO_ANY == 0 && self.proto != m.proto {
+            return false;
+        }
+        if f & Q_CT_ANY == 0 && self.ct & m.ct_state == 0 {
+            return false;
+        }
+        if self.family != 0 && self.family != super::linear::ip_version(m.src) {
+            return false;
+        }
+        if f & Q_NEEDS_PORTS != 0
+            && (!has_ports(m.proto)
+                || m.dport < self.dport.0
+                || m.dport > self.dport.1
+                || m.sport < self.sport.0
+                || m.sport > self.sport.1)
+        {
+            return false;
+        }
+        if f & Q_INGRESS != 0 && m.ingress.0 != self.ingress {
+            return false;
+        }
+        if f & Q_EGRESS != 0 && m.egress.0 != self.egress {
+            return false;
+        }
+        if f & Q_SRC4 != 0 && !v4_in(m.src, self.src_net, self.src_mask) {
+            return false;
+        }
+        if f & Q_DST4 != 0 && !v4_in(m.dst, self.dst_net, self.dst_mask) {
+            return false;
+        }
+        true
+    }
+}
+
+#[inline]
+fn v4_in(a: IpAddr, net: u32, mask: u32) -> bool {
+    match a {
+        IpAddr::V4(a) => u32::from(a) & mask == net,
+        IpAddr::V6(_) => false,
+    }
 }
 
 /// Sizes of a compiled classifier (for logs, docs and benchmarks).
@@ -387,7 +577,10 @@ pub struct ClassifierStats {
 #[derive(Debug, Clone)]
 pub struct Classifier {
     chain: ChainDef,
-    flat: Vec<u32>,
+    /// `(action, log)` by rule index: what a match decides, kept apart from
+    /// the (large) rules so that deciding touches one small array.
+    actions: Vec<(super::Action, bool)>,
+    flat: Vec<Quick>,
     dst: AddrIndex,
     src: AddrIndex,
     dport: HashMap<u16, Span, KeyedState>,
@@ -399,25 +592,47 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// Compiles `chain`. Never fails: anything the indexes cannot represent
+    /// Compiles `chain`: builds one classifier per preference order in
+    /// [`PLANS`], estimates each one's work on inputs drawn from the rules
+    /// themselves ([`sample_inputs`]) and keeps the cheapest. Never fails: anything the indexes cannot represent
     /// goes to the residual list.
     pub fn compile(chain: &ChainDef) -> Classifier {
+        let samples = sample_inputs(chain);
+        let mut best: Option<(u64, Classifier)> = None;
+        for order in PLANS {
+            let c = Classifier::compile_plan(chain, order);
+            let cost: u64 = samples.iter().map(|m| c.work(m)).sum();
+            if best.as_ref().is_none_or(|(b, _)| cost < *b) {
+                best = Some((cost, c));
+            }
+            if chain.rules.is_empty() {
+                break;
+            }
+        }
+        match best {
+            Some((_, c)) => c,
+            None => Classifier::compile_plan(chain, &[]),
+        }
+    }
+
+    /// Compiles with one index preference order.
+    fn compile_plan(chain: &ChainDef, order: &[Field]) -> Classifier {
         let hasher = KeyedState::random();
-        let mut flat = Vec::new();
         let mut dst_entries = Vec::new();
         let mut src_entries = Vec::new();
-        let mut dport: HashMap<u16, Vec<u32>, KeyedState> =
-            HashMap::with_hasher(hasher.clone());
-        let mut sport: HashMap<u16, Vec<u32>, KeyedState> =
-            HashMap::with_hasher(hasher.clone());
+        let mut dport: HashMap<u16, Vec<u32>, KeyedState> = HashMap::with_hasher(hasher.clone());
+        let mut sport: HashMap<u16, Vec<u32>, KeyedState> = HashMap::with_hasher(hasher.clone());
         let mut ingress: Vec<Vec<u32>> = Vec::new();
         let mut egress: Vec<Vec<u32>> = Vec::new();
         let mut proto: Vec<Vec<u32>> = vec![Vec::new(); 256];
         let mut residual = Vec::new();
+        let mut quick = Vec::with_capacity(chain.rules.len());
 
         for (i, rule) in chain.rules.iter().enumerate() {
             let idx = i as u32;
-            match choose_field(rule) {
+            let field = choose_field(rule, order);
+            quick.push(Quick::new(idx, rule, field));
+            match field {
                 Field::Dst => {
                     if let Some(a) = &rule.dst {
                         dst_entries.extend(a.nets.iter().map(|n| (*n, idx)));
@@ -441,6 +656,10 @@ impl Classifier {
             }
         }
 
+        let mut flat = FlatBuilder {
+            quick: &quick,
+            out: Vec::new(),
+        };
         let residual = push_list(&mut flat, &residual);
         let dst = AddrIndex::build(&dst_entries, &mut flat, &hasher);
         let src = AddrIndex::build(&src_entries, &mut flat, &hasher);
@@ -454,7 +673,8 @@ impl Classifier {
         }
         Classifier {
             chain: chain.clone(),
-            flat,
+            actions: chain.rules.iter().map(|r| (r.action, r.log)).collect(),
+            flat: flat.out,
             dst,
             src,
             dport,
@@ -498,11 +718,11 @@ impl Classifier {
         }
         self.scan(self.proto[usize::from(m.proto)], m, &mut best);
 
-        match self.chain.rules.get(best as usize) {
-            Some(r) => Decision {
-                action: r.action,
+        match self.actions.get(best as usize) {
+            Some(&(action, log)) => Decision {
+                action,
                 rule: Some(best),
-                log: r.log,
+                log,
             },
             None => Decision {
                 action: self.chain.policy,
@@ -519,20 +739,54 @@ impl Classifier {
         let Some(list) = self.flat.get(start..start + s.len as usize) else {
             return;
         };
-        for &i in list {
-            if i >= *best {
+        for q in list {
+            if q.rule >= *best {
                 return;
             }
-            if self
-                .chain
-                .rules
-                .get(i as usize)
-                .is_some_and(|r| rule_matches(r, m))
+            if !q.check(m) {
+                continue;
+            }
+            if q.flags & Q_EXACT != 0
+                || self
+                    .chain
+                    .rules
+                    .get(q.rule as usize)
+                    .is_some_and(|r| rule_matches(r, m))
             {
-                *best = i;
+                *best = q.rule;
                 return;
             }
         }
+    }
+
+    /// Work estimate for `m`: probes made plus candidates listed (the
+    /// candidates' lists in full, an upper bound of what `classify` checks).
+    fn work(&self, m: &MatchInput) -> u64 {
+        let mut n = u64::from(self.residual.len);
+        let mut add = |s: Span| n += u64::from(s.len);
+        self.dst.lookup(m.dst, &mut add);
+        self.src.lookup(m.src, &mut add);
+        if has_ports(m.proto) {
+            if let Some(s) = self.dport.get(&m.dport) {
+                add(*s);
+            }
+            if let Some(s) = self.sport.get(&m.sport) {
+                add(*s);
+            }
+        }
+        if let Some(s) = self.ingress.get(usize::from(m.ingress.0)) {
+            add(*s);
+        }
+        if let Some(s) = self.egress.get(usize::from(m.egress.0)) {
+            add(*s);
+        }
+        add(self.proto[usize::from(m.proto)]);
+        let probes = match m.dst {
+            IpAddr::V4(_) => self.dst.v4.groups.len() + self.src.v4.groups.len(),
+            IpAddr::V6(_) => self.dst.v6.groups.len() + self.src.v6.groups.len(),
+        } + usize::from(!self.dport.is_empty())
+            + usize::from(!self.sport.is_empty());
+        n + probes as u64
     }
 
     /// Sizes of the compiled indexes.
@@ -553,11 +807,7 @@ impl Classifier {
     }
 }
 
-fn add_ports(
-    map: &mut HashMap<u16, Vec<u32>, KeyedState>,
-    p: Option<&super::PortMatch>,
-    idx: u32,
-) {
+fn add_ports(map: &mut HashMap<u16, Vec<u32>, KeyedState>, p: Option<&super::PortMatch>, idx: u32) {
     let Some(p) = p else { return };
     for &(lo, hi) in &p.ranges {
         for port in lo..=hi {
@@ -584,9 +834,79 @@ fn add_zones(v: &mut Vec<Vec<u32>>, z: Option<&super::ZoneMatch>, idx: u32) {
     }
 }
 
-/// Picks the field whose match is estimated to cover the smallest share of
-/// packets (ties: the order of [`Field`]); `Residual` when nothing is indexable.
-fn choose_field(rule: &Rule) -> Field {
+/// Index preference orders tried by [`Classifier::compile`]: addresses first
+/// (rules about hosts and subnets), ports first (rules about services), and
+/// pure estimated coverage.
+const PLANS: [&[Field]; 3] = [
+    &[
+        Field::Dst,
+        Field::Src,
+        Field::Dport,
+        Field::Sport,
+        Field::Ingress,
+        Field::Egress,
+        Field::Proto,
+    ],
+    &[
+        Field::Dport,
+        Field::Sport,
+        Field::Dst,
+        Field::Src,
+        Field::Ingress,
+        Field::Egress,
+        Field::Proto,
+    ],
+    &[],
+];
+
+/// At most this many sample inputs are drawn from the rules to compare plans
+/// (evenly spaced over the chain), bounding compile time at a few ms.
+const MAX_SAMPLES: usize = 4096;
+
+/// One input per (sampled) rule, built from the first value of each of its
+/// fields, so that the sample follows where the rules are dense.
+fn sample_inputs(chain: &ChainDef) -> Vec<MatchInput> {
+    let n = chain.rules.len();
+    let step = n.div_ceil(MAX_SAMPLES).max(1);
+    let first_addr = |a: Option<&super::AddrMatch>, other_v6: bool| -> IpAddr {
+        match a.and_then(|a| a.nets.first()) {
+            Some(net) => net.ip(),
+            None if other_v6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+            None => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        }
+    };
+    let first_port =
+        |p: Option<&super::PortMatch>| p.and_then(|p| p.ranges.first()).map_or(0, |r| r.0);
+    let first_zone = |z: Option<&super::ZoneMatch>| {
+        z.and_then(|z| z.zones.iter().next())
+            .unwrap_or(crate::zone::ZoneId::TUN)
+    };
+    chain
+        .rules
+        .iter()
+        .step_by(step)
+        .map(|r| {
+            let v6 = r.family == Some(6);
+            MatchInput {
+                ingress: first_zone(r.ingress.as_ref()),
+                egress: first_zone(r.egress.as_ref()),
+                src: first_addr(r.src.as_ref(), v6),
+                dst: first_addr(r.dst.as_ref(), v6),
+                proto: r.proto.unwrap_or(super::linear::PROTO_TCP),
+                sport: first_port(r.sport.as_ref()),
+                dport: first_port(r.dport.as_ref()),
+                icmp: None,
+                tcp_flags: None,
+                ct_state: super::CtStateMask::NEW,
+            }
+        })
+        .collect()
+}
+
+/// Picks the first field in `order` that is [`SELECTIVE`]; else the field
+/// whose match is estimated to cover the smallest share of packets (ties: the
+/// order of [`Field`]); `Residual` when nothing is indexable.
+fn choose_field(rule: &Rule, order: &[Field]) -> Field {
     let mut best = (Field::Residual, 1.0f64);
     let mut consider = |f: Field, cov: Option<f64>| {
         if let Some(c) = cov {
@@ -614,15 +934,30 @@ fn choose_field(rule: &Rule) -> Field {
             .sum();
         (n <= MAX_INDEXED_PORTS).then(|| f64::from(n) / 65536.0)
     };
-    let zone_cov = |z: &super::ZoneMatch| {
-        (!z.negate).then(|| z.zones.iter().count() as f64 * ZONE_SHARE)
-    };
-    consider(Field::Dst, rule.dst.as_ref().and_then(addr_cov));
-    consider(Field::Src, rule.src.as_ref().and_then(addr_cov));
-    consider(Field::Dport, rule.dport.as_ref().and_then(port_cov));
-    consider(Field::Sport, rule.sport.as_ref().and_then(port_cov));
-    consider(Field::Ingress, rule.ingress.as_ref().and_then(zone_cov));
-    consider(Field::Egress, rule.egress.as_ref().and_then(zone_cov));
-    consider(Field::Proto, rule.proto.map(|_| PROTO_SHARE));
+    let zone_cov =
+        |z: &super::ZoneMatch| (!z.negate).then(|| z.zones.iter().count() as f64 * ZONE_SHARE);
+    let candidates = [
+        (Field::Dst, rule.dst.as_ref().and_then(addr_cov)),
+        (Field::Src, rule.src.as_ref().and_then(addr_cov)),
+        (Field::Dport, rule.dport.as_ref().and_then(port_cov)),
+        (Field::Sport, rule.sport.as_ref().and_then(port_cov)),
+        (Field::Ingress, rule.ingress.as_ref().and_then(zone_cov)),
+        (Field::Egress, rule.egress.as_ref().and_then(zone_cov)),
+        (Field::Proto, rule.proto.map(|_| PROTO_SHARE)),
+    ];
+    // Every index in use costs probes on every packet, so a selective enough
+    // field early in the order wins over a slightly more selective later one:
+    // chains of destination rules then share one index.
+    for f in order {
+        if candidates
+            .iter()
+            .any(|(g, c)| g == f && c.is_some_and(|c| c <= SELECTIVE))
+        {
+            return *f;
+        }
+    }
+    for (f, c) in candidates {
+        consider(f, c);
+    }
     best.0
 }

@@ -89,8 +89,7 @@ pub fn rule_matches(rule: &Rule, m: &MatchInput) -> bool {
         let Some((t, c)) = m.icmp else {
             return false;
         };
-        if rule.icmp_type.is_some_and(|rt| rt != t) || rule.icmp_code.is_some_and(|rc| rc != c)
-        {
+        if rule.icmp_type.is_some_and(|rt| rt != t) || rule.icmp_code.is_some_and(|rc| rc != c) {
             return false;
         }
     }
@@ -108,10 +107,18 @@ pub fn rule_matches(rule: &Rule, m: &MatchInput) -> bool {
         if !has_ports(m.proto) {
             return false;
         }
-        if rule.sport.as_ref().is_some_and(|p| !port_matches(p, m.sport)) {
+        if rule
+            .sport
+            .as_ref()
+            .is_some_and(|p| !port_matches(p, m.sport))
+        {
             return false;
         }
-        if rule.dport.as_ref().is_some_and(|p| !port_matches(p, m.dport)) {
+        if rule
+            .dport
+            .as_ref()
+            .is_some_and(|p| !port_matches(p, m.dport))
+        {
             return false;
         }
     }

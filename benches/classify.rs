@@ -1,0 +1,206 @@
+//! New-flow classification cost with 10, 1,000 and 10,000 rules: the compiled
+//! [`Classifier`] against the linear reference evaluator.
+//!
+//! Rule shape (a realistic per-service allow list): each rule has a
+//! destination CIDR /16../32 inside 10.0.0.0/8, protocol TCP or UDP, a
+//! destination port (70%) or a small range of 2..16 ports (30%); 30% also have
+//! a source CIDR /12../32 inside 100.64.0.0/10 and 10% an ingress peer zone
+//! (one of 8). Actions are 80% accept / 20% drop; the policy is drop.
+//! Packets: half are built inside a uniformly chosen rule (so some rule
+//! matches; possibly an earlier one), half are random TCP/UDP packets to
+//! 10.0.0.0/8 that fall through to the policy. Each iteration classifies the
+//! same 1,024 packets; throughput is per packet.
+//!
+//! Run: `cargo bench --bench classify -- --warm-up-time 1 --measurement-time 3`.
+//! Target (issue 2): compiled(10,000) costs at most 2x compiled(10).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ipnetwork::{IpNetwork, Ipv4Network};
+use portcullis::rules::{
+    linear, Action, AddrMatch, ChainDef, Classifier, CtStateMask, MatchInput, PortMatch, Rule,
+    ZoneMatch,
+};
+use portcullis::zone::ZoneId;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+
+const PACKETS: usize = 1024;
+const ZONES: usize = 8;
+
+fn net_in(rng: &mut StdRng, base: u32, base_len: u8, min: u8, max: u8) -> Ipv4Network {
+    let len = rng.gen_range(min..=max);
+    let host_mask = if base_len == 0 {
+        u32::MAX
+    } else {
+        u32::MAX >> base_len
+    };
+    let addr = base | (rng.gen::<u32>() & host_mask);
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    };
+    Ipv4Network::new(Ipv4Addr::from(addr & mask), len).expect("valid prefix")
+}
+
+fn addr_in(rng: &mut StdRng, net: Ipv4Network) -> IpAddr {
+    let host = if net.prefix() == 32 {
+        0
+    } else {
+        u32::MAX >> net.prefix()
+    };
+    IpAddr::V4(Ipv4Addr::from(
+        u32::from(net.network()) | (rng.gen::<u32>() & host),
+    ))
+}
+
+fn rules(rng: &mut StdRng, n: usize) -> ChainDef {
+    let mut rules = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut r = Rule::any(if rng.gen_bool(0.8) {
+            Action::Accept
+        } else {
+            Action::Drop
+        });
+        r.dst = Some(AddrMatch {
+            nets: vec![IpNetwork::V4(net_in(rng, 0x0a00_0000, 8, 16, 32))],
+            negate: false,
+        });
+        r.proto = Some(if rng.gen_bool(0.5) { 6 } else { 17 });
+        let lo: u16 = rng.gen_range(1..=65000);
+        let hi = if rng.gen_bool(0.3) {
+            lo + rng.gen_range(1..=15)
+        } else {
+            lo
+        };
+        r.dport = Some(PortMatch {
+            ranges: vec![(lo, hi)],
+            negate: false,
+        });
+        if rng.gen_bool(0.3) {
+            r.src = Some(AddrMatch {
+                nets: vec![IpNetwork::V4(net_in(rng, 0x6440_0000, 10, 12, 32))],
+                negate: false,
+            });
+        }
+        if rng.gen_bool(0.1) {
+            r.ingress = Some(ZoneMatch {
+                zones: [ZoneId::peer(rng.gen_range(0..ZONES))]
+                    .into_iter()
+                    .collect(),
+                negate: false,
+            });
+        }
+        rules.push(r);
+    }
+    ChainDef {
+        rules,
+        policy: Action::Drop,
+    }
+}
+
+fn random_src(rng: &mut StdRng) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(
+        0x6440_0000 | (rng.gen::<u32>() & 0x003f_ffff),
+    ))
+}
+
+fn packets(rng: &mut StdRng, chain: &ChainDef) -> Vec<MatchInput> {
+    (0..PACKETS)
+        .map(|i| {
+            let mut m = MatchInput {
+                ingress: ZoneId::peer(rng.gen_range(0..ZONES)),
+                egress: ZoneId::TUN,
+                src: random_src(rng),
+                dst: IpAddr::V4(Ipv4Addr::from(
+                    0x0a00_0000 | (rng.gen::<u32>() & 0x00ff_ffff),
+                )),
+                proto: if rng.gen_bool(0.5) { 6 } else { 17 },
+                sport: rng.gen_range(1024..=65535),
+                dport: rng.gen(),
+                icmp: None,
+                tcp_flags: None,
+                ct_state: CtStateMask::NEW,
+            };
+            if i % 2 == 0 {
+                let r = &chain.rules[rng.gen_range(0..chain.rules.len())];
+                if let Some(IpNetwork::V4(n)) = r.dst.as_ref().map(|a| a.nets[0]) {
+                    m.dst = addr_in(rng, n);
+                }
+                if let Some(IpNetwork::V4(n)) = r.src.as_ref().map(|a| a.nets[0]) {
+                    m.src = addr_in(rng, n);
+                }
+                if let Some(p) = r.proto {
+                    m.proto = p;
+                }
+                if let Some(p) = &r.dport {
+                    let (lo, hi) = p.ranges[0];
+                    m.dport = rng.gen_range(lo..=hi);
+                }
+                if let Some(z) = &r.ingress {
+                    m.ingress = z.zones.iter().next().unwrap_or(m.ingress);
+                }
+            }
+            if m.proto == 6 {
+                m.tcp_flags = Some(0x02);
+            }
+            m
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(0x5eed);
+    let mut compiled = c.benchmark_group("classify/compiled");
+    compiled.throughput(Throughput::Elements(PACKETS as u64));
+    let sizes = [10usize, 1_000, 10_000];
+    let cases: Vec<_> = sizes
+        .iter()
+        .map(|&n| {
+            let chain = rules(&mut rng, n);
+            let pkts = packets(&mut rng, &chain);
+            let cls = Classifier::compile(&chain);
+            let matched = pkts
+                .iter()
+                .filter(|m| cls.classify(m).rule.is_some())
+                .count();
+            for m in &pkts {
+                assert_eq!(cls.classify(m), linear::evaluate(&chain, m));
+            }
+            eprintln!(
+                "{n} rules: {:?}; {matched}/{PACKETS} packets match a rule",
+                cls.stats()
+            );
+            (n, chain, pkts, cls)
+        })
+        .collect();
+    for (n, _, pkts, cls) in &cases {
+        compiled.bench_with_input(BenchmarkId::from_parameter(n), pkts, |b, pkts| {
+            b.iter(|| {
+                for m in pkts {
+                    black_box(cls.classify(black_box(m)));
+                }
+            })
+        });
+    }
+    compiled.finish();
+
+    let mut lin = c.benchmark_group("classify/linear");
+    lin.throughput(Throughput::Elements(PACKETS as u64));
+    lin.sample_size(10);
+    for (n, chain, pkts, _) in &cases {
+        lin.bench_with_input(BenchmarkId::from_parameter(n), pkts, |b, pkts| {
+            b.iter(|| {
+                for m in pkts {
+                    black_box(linear::evaluate(chain, black_box(m)));
+                }
+            })
+        });
+    }
+    lin.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
