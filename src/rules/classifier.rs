@@ -859,6 +859,15 @@ const PLANS: [&[Field]; 3] = [
     &[],
 ];
 
+/// One classifier per plan (for tests: each plan must be exact).
+#[cfg(test)]
+pub(crate) fn all_plans(chain: &ChainDef) -> Vec<Classifier> {
+    PLANS
+        .iter()
+        .map(|o| Classifier::compile_plan(chain, o))
+        .collect()
+}
+
 /// At most this many sample inputs are drawn from the rules to compare plans
 /// (evenly spaced over the chain), bounding compile time at a few ms.
 const MAX_SAMPLES: usize = 4096;
