@@ -80,6 +80,11 @@ use std::net::IpAddr;
 /// while bounding memory at 16x; measured in `benches/classify.rs`.
 pub const MAX_EXPAND_BITS: u8 = 4;
 
+/// An address rule with at most this many destination ports is keyed by
+/// (address, protocol, port), see [`qual_codes`]. 16 covers single ports and
+/// the usual small ranges while bounding the key expansion at 16x.
+pub const MAX_QUALIFIED_PORTS: u32 = 16;
+
 /// A port list with more ports than this is not indexed by port (it would be
 /// expanded into this many hash keys). 256 covers the usual small ranges
 /// (e.g. 6000-6063) while keeping a rule's port entries within 1 KiB.
@@ -238,18 +243,30 @@ impl AddrBits for u128 {
 #[derive(Debug, Clone)]
 struct Group<A: AddrBits> {
     mask: A,
+    /// Rules keyed by address only.
     map: HashMap<A, Span, KeyedState>,
+    /// Rules keyed by address, protocol and destination port ([`qual_codes`]).
+    qmap: HashMap<(A, u32), Span, KeyedState>,
 }
 
-/// Groups of one family, searched one hash probe each.
+/// Groups of one family, searched one or two hash probes each.
 #[derive(Debug, Clone)]
 struct FamilyIndex<A: AddrBits> {
     groups: Vec<Group<A>>,
 }
 
+type AddrBuilder<K> = HashMap<K, Vec<u32>, KeyedState>;
+/// A group's two builders: by address, and by (address, qual code).
+type GroupBuilder<A> = (AddrBuilder<A>, AddrBuilder<(A, u32)>);
+
 impl<A: AddrBits> FamilyIndex<A> {
     /// `entries`: (network bits, prefix length, rule), rules ascending.
-    fn build(entries: &[(A, u8, u32)], flat: &mut FlatBuilder<'_>, hasher: &KeyedState) -> Self {
+    fn build(
+        entries: &[(A, u8, u32)],
+        rules: &[Rule],
+        flat: &mut FlatBuilder<'_>,
+        hasher: &KeyedState,
+    ) -> Self {
         let mut lens: Vec<u8> = entries.iter().map(|e| e.1).collect();
         lens.sort_unstable();
         lens.dedup();
@@ -269,17 +286,28 @@ impl<A: AddrBits> FamilyIndex<A> {
             }
             group_lens.push(t);
         }
-        let mut builders: Vec<HashMap<A, Vec<u32>, KeyedState>> = group_lens
+        let mut builders: Vec<GroupBuilder<A>> = group_lens
             .iter()
-            .map(|_| HashMap::with_hasher(hasher.clone()))
+            .map(|_| {
+                (
+                    HashMap::with_hasher(hasher.clone()),
+                    HashMap::with_hasher(hasher.clone()),
+                )
+            })
             .collect();
+        let push = |list: &mut Vec<u32>, rule: u32| {
+            if list.last() != Some(&rule) {
+                list.push(rule);
+            }
+        };
         for &(bits, len, rule) in entries {
             let Some(g) = group_lens.iter().position(|&t| t >= len) else {
                 continue; // unreachable: every length is covered by a group
             };
-            let (Some(&t), Some(map)) = (group_lens.get(g), builders.get_mut(g)) else {
+            let (Some(&t), Some((map, qmap))) = (group_lens.get(g), builders.get_mut(g)) else {
                 continue;
             };
+            let quals = rules.get(rule as usize).and_then(qual_codes);
             let base = bits.and(A::mask(len));
             let n = 1u32 << (t - len).min(MAX_EXPAND_BITS);
             for sub in 0..n {
@@ -288,34 +316,59 @@ impl<A: AddrBits> FamilyIndex<A> {
                 } else {
                     base.with_sub(sub, t)
                 };
-                let list = map.entry(key).or_default();
-                if list.last() != Some(&rule) {
-                    list.push(rule);
+                match &quals {
+                    Some(codes) => {
+                        for &c in codes {
+                            push(qmap.entry((key, c)).or_default(), rule);
+                        }
+                    }
+                    None => push(map.entry(key).or_default(), rule),
                 }
             }
         }
         let groups = group_lens
             .iter()
             .zip(builders)
-            .map(|(&t, b)| Group {
+            .map(|(&t, (b, qb))| Group {
                 mask: A::mask(t),
                 map: freeze(b, flat, hasher),
+                qmap: freeze(qb, flat, hasher),
             })
             .collect();
         FamilyIndex { groups }
     }
 
+    /// Calls `f` with every list for `addr`; `qual` is the packet's
+    /// [`qual_code`] (None when it has no ports).
     #[inline]
-    fn lookup(&self, addr: A, mut f: impl FnMut(Span)) {
+    fn lookup(&self, addr: A, qual: Option<u32>, mut f: impl FnMut(Span)) {
         for g in &self.groups {
-            if let Some(s) = g.map.get(&addr.and(g.mask)) {
-                f(*s);
+            let key = addr.and(g.mask);
+            if !g.map.is_empty() {
+                if let Some(s) = g.map.get(&key) {
+                    f(*s);
+                }
+            }
+            if let Some(q) = qual {
+                if !g.qmap.is_empty() {
+                    if let Some(s) = g.qmap.get(&(key, q)) {
+                        f(*s);
+                    }
+                }
             }
         }
     }
 
+    /// Hash probes a lookup makes.
+    fn probes(&self, qual: bool) -> usize {
+        self.groups
+            .iter()
+            .map(|g| usize::from(!g.map.is_empty()) + usize::from(qual && !g.qmap.is_empty()))
+            .sum()
+    }
+
     fn entries(&self) -> usize {
-        self.groups.iter().map(|g| g.map.len()).sum()
+        self.groups.iter().map(|g| g.map.len() + g.qmap.len()).sum()
     }
 }
 
@@ -329,6 +382,7 @@ struct AddrIndex {
 impl AddrIndex {
     fn build(
         entries: &[(IpNetwork, u32)],
+        rules: &[Rule],
         flat: &mut FlatBuilder<'_>,
         hasher: &KeyedState,
     ) -> Self {
@@ -341,17 +395,62 @@ impl AddrIndex {
             }
         }
         AddrIndex {
-            v4: FamilyIndex::build(&v4, flat, hasher),
-            v6: FamilyIndex::build(&v6, flat, hasher),
+            v4: FamilyIndex::build(&v4, rules, flat, hasher),
+            v6: FamilyIndex::build(&v6, rules, flat, hasher),
         }
     }
 
     #[inline]
-    fn lookup(&self, addr: IpAddr, f: impl FnMut(Span)) {
+    fn lookup(&self, addr: IpAddr, qual: Option<u32>, f: impl FnMut(Span)) {
         match addr {
-            IpAddr::V4(a) => self.v4.lookup(u32::from(a), f),
-            IpAddr::V6(a) => self.v6.lookup(u128::from(a), f),
+            IpAddr::V4(a) => self.v4.lookup(u32::from(a), qual, f),
+            IpAddr::V6(a) => self.v6.lookup(u128::from(a), qual, f),
         }
+    }
+
+    fn probes(&self, addr: IpAddr, qual: bool) -> usize {
+        match addr {
+            IpAddr::V4(_) => self.v4.probes(qual),
+            IpAddr::V6(_) => self.v6.probes(qual),
+        }
+    }
+}
+
+/// A rule whose protocol is TCP or UDP and whose destination ports are a
+/// non-negated list of at most [`MAX_QUALIFIED_PORTS`] ports is keyed in the
+/// address indexes by (address, protocol, port) — tuple-space search over
+/// the most common rule shape, "this subnet, this service" — so that rules
+/// sharing a subnet but not a service are not candidates. Returns the
+/// [`qual_code`]s to key it under.
+fn qual_codes(rule: &Rule) -> Option<Vec<u32>> {
+    let proto = rule.proto.filter(|p| has_ports(*p))?;
+    let p = rule.dport.as_ref().filter(|p| !p.negate)?;
+    let n: u32 = p.ranges.iter().map(|&(lo, hi)| port_count(lo, hi)).sum();
+    if n > MAX_QUALIFIED_PORTS {
+        return None;
+    }
+    let mut codes: Vec<u32> = p
+        .ranges
+        .iter()
+        .flat_map(|&(lo, hi)| lo..=hi)
+        .map(|port| qual_code(proto, port))
+        .collect();
+    codes.sort_unstable();
+    codes.dedup();
+    Some(codes)
+}
+
+/// Protocol and destination port as one key component.
+#[inline]
+fn qual_code(proto: u8, dport: u16) -> u32 {
+    (u32::from(proto) << 16) | u32::from(dport)
+}
+
+fn port_count(lo: u16, hi: u16) -> u32 {
+    if hi >= lo {
+        u32::from(hi - lo) + 1
+    } else {
+        0
     }
 }
 
@@ -661,8 +760,8 @@ impl Classifier {
             out: Vec::new(),
         };
         let residual = push_list(&mut flat, &residual);
-        let dst = AddrIndex::build(&dst_entries, &mut flat, &hasher);
-        let src = AddrIndex::build(&src_entries, &mut flat, &hasher);
+        let dst = AddrIndex::build(&dst_entries, &chain.rules, &mut flat, &hasher);
+        let src = AddrIndex::build(&src_entries, &chain.rules, &mut flat, &hasher);
         let dport = freeze(dport, &mut flat, &hasher);
         let sport = freeze(sport, &mut flat, &hasher);
         let ingress = ingress.iter().map(|l| push_list(&mut flat, l)).collect();
@@ -696,8 +795,9 @@ impl Classifier {
     pub fn classify(&self, m: &MatchInput) -> Decision {
         let mut best = u32::MAX;
         self.scan(self.residual, m, &mut best);
-        self.dst.lookup(m.dst, |s| self.scan(s, m, &mut best));
-        self.src.lookup(m.src, |s| self.scan(s, m, &mut best));
+        let qual = has_ports(m.proto).then(|| qual_code(m.proto, m.dport));
+        self.dst.lookup(m.dst, qual, |s| self.scan(s, m, &mut best));
+        self.src.lookup(m.src, qual, |s| self.scan(s, m, &mut best));
         if has_ports(m.proto) {
             if !self.dport.is_empty() {
                 if let Some(s) = self.dport.get(&m.dport) {
@@ -764,8 +864,9 @@ impl Classifier {
     fn work(&self, m: &MatchInput) -> u64 {
         let mut n = u64::from(self.residual.len);
         let mut add = |s: Span| n += u64::from(s.len);
-        self.dst.lookup(m.dst, &mut add);
-        self.src.lookup(m.src, &mut add);
+        let qual = has_ports(m.proto).then(|| qual_code(m.proto, m.dport));
+        self.dst.lookup(m.dst, qual, &mut add);
+        self.src.lookup(m.src, qual, &mut add);
         if has_ports(m.proto) {
             if let Some(s) = self.dport.get(&m.dport) {
                 add(*s);
@@ -781,10 +882,9 @@ impl Classifier {
             add(*s);
         }
         add(self.proto[usize::from(m.proto)]);
-        let probes = match m.dst {
-            IpAddr::V4(_) => self.dst.v4.groups.len() + self.src.v4.groups.len(),
-            IpAddr::V6(_) => self.dst.v6.groups.len() + self.src.v6.groups.len(),
-        } + usize::from(!self.dport.is_empty())
+        let probes = self.dst.probes(m.dst, qual.is_some())
+            + self.src.probes(m.src, qual.is_some())
+            + usize::from(!self.dport.is_empty())
             + usize::from(!self.sport.is_empty());
         n + probes as u64
     }
@@ -936,11 +1036,7 @@ fn choose_field(rule: &Rule, order: &[Field]) -> Field {
         if p.negate {
             return None;
         }
-        let n: u32 = p
-            .ranges
-            .iter()
-            .map(|&(lo, hi)| if hi >= lo { u32::from(hi - lo) + 1 } else { 0 })
-            .sum();
+        let n: u32 = p.ranges.iter().map(|&(lo, hi)| port_count(lo, hi)).sum();
         (n <= MAX_INDEXED_PORTS).then(|| f64::from(n) / 65536.0)
     };
     let zone_cov =
