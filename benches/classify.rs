@@ -6,6 +6,9 @@
 //! destination port (70%) or a small range of 2..16 ports (30%); 30% also have
 //! a source CIDR /12../32 inside 100.64.0.0/10 and 10% an ingress peer zone
 //! (one of 8). Actions are 80% accept / 20% drop; the policy is drop.
+//! Two port distributions: `ports` draws the first port uniformly from
+//! 1..=65000; `services` from 20 common service ports (so thousands of rules
+//! share each port and the classifier must separate them by address).
 //! Packets: half are built inside a uniformly chosen rule (so some rule
 //! matches; possibly an earlier one), half are random TCP/UDP packets to
 //! 10.0.0.0/8 that fall through to the policy. Each iteration classifies the
@@ -56,7 +59,13 @@ fn addr_in(rng: &mut StdRng, net: Ipv4Network) -> IpAddr {
     ))
 }
 
-fn rules(rng: &mut StdRng, n: usize) -> ChainDef {
+/// 20 common service ports, for the "services" shape.
+const SERVICES: [u16; 20] = [
+    22, 80, 443, 53, 25, 110, 143, 993, 995, 3306, 5432, 6379, 8080, 8443, 9000, 3389, 5900, 1194,
+    51820, 123,
+];
+
+fn rules(rng: &mut StdRng, n: usize, services: bool) -> ChainDef {
     let mut rules = Vec::with_capacity(n);
     for _ in 0..n {
         let mut r = Rule::any(if rng.gen_bool(0.8) {
@@ -69,7 +78,11 @@ fn rules(rng: &mut StdRng, n: usize) -> ChainDef {
             negate: false,
         });
         r.proto = Some(if rng.gen_bool(0.5) { 6 } else { 17 });
-        let lo: u16 = rng.gen_range(1..=65000);
+        let lo: u16 = if services {
+            SERVICES[rng.gen_range(0..SERVICES.len())]
+        } else {
+            rng.gen_range(1..=65000)
+        };
         let hi = if rng.gen_bool(0.3) {
             lo + rng.gen_range(1..=15)
         } else {
@@ -153,53 +166,57 @@ fn packets(rng: &mut StdRng, chain: &ChainDef) -> Vec<MatchInput> {
 
 fn bench(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(0x5eed);
-    let mut compiled = c.benchmark_group("classify/compiled");
-    compiled.throughput(Throughput::Elements(PACKETS as u64));
     let sizes = [10usize, 1_000, 10_000];
-    let cases: Vec<_> = sizes
-        .iter()
-        .map(|&n| {
-            let chain = rules(&mut rng, n);
-            let pkts = packets(&mut rng, &chain);
-            let cls = Classifier::compile(&chain);
-            let matched = pkts
-                .iter()
-                .filter(|m| cls.classify(m).rule.is_some())
-                .count();
-            for m in &pkts {
-                assert_eq!(cls.classify(m), linear::evaluate(&chain, m));
-            }
-            eprintln!(
-                "{n} rules: {:?}; {matched}/{PACKETS} packets match a rule",
-                cls.stats()
-            );
-            (n, chain, pkts, cls)
-        })
-        .collect();
-    for (n, _, pkts, cls) in &cases {
-        compiled.bench_with_input(BenchmarkId::from_parameter(n), pkts, |b, pkts| {
-            b.iter(|| {
-                for m in pkts {
-                    black_box(cls.classify(black_box(m)));
+    for (label, services) in [("ports", false), ("services", true)] {
+        let cases: Vec<_> = sizes
+            .iter()
+            .map(|&n| {
+                let chain = rules(&mut rng, n, services);
+                let pkts = packets(&mut rng, &chain);
+                let cls = Classifier::compile(&chain);
+                let matched = pkts
+                    .iter()
+                    .filter(|m| cls.classify(m).rule.is_some())
+                    .count();
+                for m in &pkts {
+                    assert_eq!(cls.classify(m), linear::evaluate(&chain, m));
                 }
+                eprintln!(
+                    "{label}/{n}: {:?}; {matched}/{PACKETS} packets match a rule",
+                    cls.stats()
+                );
+                (n, chain, pkts, cls)
             })
-        });
+            .collect();
+        let mut compiled = c.benchmark_group(format!("classify/compiled/{label}"));
+        compiled.throughput(Throughput::Elements(PACKETS as u64));
+        for (n, _, pkts, cls) in &cases {
+            compiled.bench_with_input(BenchmarkId::from_parameter(n), pkts, |b, pkts| {
+                b.iter(|| {
+                    for m in pkts {
+                        black_box(cls.classify(black_box(m)));
+                    }
+                })
+            });
+        }
+        compiled.finish();
+        if services {
+            continue;
+        }
+        let mut lin = c.benchmark_group(format!("classify/linear/{label}"));
+        lin.throughput(Throughput::Elements(PACKETS as u64));
+        lin.sample_size(10);
+        for (n, chain, pkts, _) in &cases {
+            lin.bench_with_input(BenchmarkId::from_parameter(n), pkts, |b, pkts| {
+                b.iter(|| {
+                    for m in pkts {
+                        black_box(linear::evaluate(chain, black_box(m)));
+                    }
+                })
+            });
+        }
+        lin.finish();
     }
-    compiled.finish();
-
-    let mut lin = c.benchmark_group("classify/linear");
-    lin.throughput(Throughput::Elements(PACKETS as u64));
-    lin.sample_size(10);
-    for (n, chain, pkts, _) in &cases {
-        lin.bench_with_input(BenchmarkId::from_parameter(n), pkts, |b, pkts| {
-            b.iter(|| {
-                for m in pkts {
-                    black_box(linear::evaluate(chain, black_box(m)));
-                }
-            })
-        });
-    }
-    lin.finish();
 }
 
 criterion_group!(benches, bench);
