@@ -121,6 +121,14 @@ pub const MAX_EXPAND_BITS: u8 = 4;
 /// the usual small ranges while bounding the key expansion at 16x.
 pub const MAX_QUALIFIED_PORTS: u32 = 16;
 
+/// Address filter size per group: 8 bits per distinct key, rounded up to a
+/// power of two (a one-hash filter then passes about 1/8 of absent keys).
+const FILTER_BITS_PER_KEY: usize = 8;
+
+/// At most 2^21 bits (256 KiB) of filter per group: half of this machine's
+/// 2 MiB L2, for ~260k keys; more keys only raise the pass rate.
+const MAX_FILTER_BITS: usize = 1 << 21;
+
 /// A port list with more ports than this is not indexed by port (it would be
 /// expanded into this many hash keys). 256 covers the usual small ranges
 /// (e.g. 6000-6063) while keeping a rule's port entries within 1 KiB.
@@ -279,6 +287,13 @@ impl AddrBits for u128 {
 #[derive(Debug, Clone)]
 struct Group<A: AddrBits> {
     mask: A,
+    /// A one-hash Bloom filter over the group's masked addresses (both maps):
+    /// a clear bit proves no key has this address, saving the probes. Sized
+    /// at [`FILTER_BITS_PER_KEY`] bits per address, so about 1/8 of absent
+    /// addresses pass; it stays in L1/L2 while the maps may not.
+    filter: Vec<u64>,
+    /// `64 - log2(filter bits)`: the filter index is the hash's top bits.
+    filter_shift: u32,
     /// Rules keyed by address only.
     map: HashMap<A, Span, KeyedState>,
     /// Rules keyed by address, protocol and destination port ([`qual_codes`]).
@@ -365,10 +380,26 @@ impl<A: AddrBits> FamilyIndex<A> {
         let groups = group_lens
             .iter()
             .zip(builders)
-            .map(|(&t, (b, qb))| Group {
-                mask: A::mask(t),
-                map: freeze(b, flat, hasher),
-                qmap: freeze(qb, flat, hasher),
+            .map(|(&t, (b, qb))| {
+                let addrs = b.len() + qb.len();
+                let bits = (addrs * FILTER_BITS_PER_KEY)
+                    .next_power_of_two()
+                    .clamp(64, MAX_FILTER_BITS);
+                let filter_shift = 64 - bits.trailing_zeros();
+                let mut filter = vec![0u64; bits / 64];
+                for key in b.keys().copied().chain(qb.keys().map(|k| k.0)) {
+                    let i = (hasher.hash_one(key) >> filter_shift) as usize;
+                    if let Some(w) = filter.get_mut(i / 64) {
+                        *w |= 1 << (i % 64);
+                    }
+                }
+                Group {
+                    mask: A::mask(t),
+                    filter,
+                    filter_shift,
+                    map: freeze(b, flat, hasher),
+                    qmap: freeze(qb, flat, hasher),
+                }
             })
             .collect();
         FamilyIndex { groups }
@@ -380,6 +411,13 @@ impl<A: AddrBits> FamilyIndex<A> {
     fn lookup(&self, addr: A, qual: Option<u32>, mut f: impl FnMut(Span)) {
         for g in &self.groups {
             let key = addr.and(g.mask);
+            let i = (g.map.hasher().hash_one(key) >> g.filter_shift) as usize;
+            if g.filter
+                .get(i / 64)
+                .is_none_or(|w| w & (1 << (i % 64)) == 0)
+            {
+                continue;
+            }
             if !g.map.is_empty() {
                 if let Some(s) = g.map.get(&key) {
                     f(*s);
