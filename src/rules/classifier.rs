@@ -73,23 +73,29 @@
 //! 2–5 per family), at most two port probes, two vector reads, one table
 //! read, then the candidates — the rules whose indexed key matches, i.e. the
 //! few rules on the packet's subnet *and* service, not the chain length.
-//! Measured with `benches/classify.rs` (2-core KVM guest shared with other
-//! jobs; minimum over 200 rounds of 20x1,024 packets, ns per packet):
+//! Measured with `benches/classify.rs` on a 2-core KVM guest shared with
+//! other jobs, ns per classification. "min" is the fastest of 200
+//! interleaved rounds of 20x1,024 packets (the least disturbed figure, printed
+//! by the bench); "criterion" is criterion's mean, which scatters by tens of
+//! percent from run to run on the loaded machine:
 //!
-//! | shape                          | 10 rules | 1,000 | 10,000 | 10k/10 |
-//! |--------------------------------|---------:|------:|-------:|-------:|
-//! | `ports` (ports from 1..65000)  |     14.7 |  15.8 |   18.6 |   1.26 |
-//! | `services` (20 service ports)  |     15.4 |  33.7 |   35.0 |   2.27 |
-//! | linear reference, `ports` (criterion) |       57 | 9,900 | 165,000|  2,900 |
+//! | shape                                   | 10 rules | 1,000 | 10,000 | 10k/10 |
+//! |-----------------------------------------|---------:|------:|-------:|-------:|
+//! | `ports` (ports from 1..65000), min      |     14.1 |  15.4 |   18.8 |   1.33 |
+//! | `services` (20 service ports), min      |     15.3 |  23.3 |   26.4 |   1.73 |
+//! | `ports`, criterion                      |     14.0 |  14.3 |   18.8 |   1.34 |
+//! | `services`, criterion                   |     20.2 |  25.1 |   22.9 |   1.13 |
+//! | linear reference, `ports`, criterion    |       40 | 7,200 | 110,000|  2,700 |
 //!
-//! (criterion's own runs on the loaded machine scatter by ±30%: `ports`
-//! 26/21/18 ns, `services` 30/62/42 ns.) The `services` 10-rule chain is
-//! served by the port plan (few rules per port) and the larger ones by the
-//! qualified address index, hence the step between 10 and 1,000 and the flat
-//! cost from 1,000 to 10,000: the 2x target is met for `ports`, narrowly
-//! missed for `services`. Memory for 10,000 `services` rules: ~193k keys and
-//! ~194k list entries (about 10 MB); each indexed value is expanded at most
-//! 16x (prefix) x 16 (qualified ports), or 256x for a port index.
+//! The `services` 10-rule chain is served by the port plan (few rules per
+//! port) and the larger ones by the qualified address index, hence the step
+//! from 10 to 1,000 and the nearly flat cost from 1,000 to 10,000. Without
+//! the per-group address filter the `services` 10,000-rule case cost 35 ns
+//! (4 probes into ~3 MB of tables); without qualified keys, 65 ns (about 5
+//! candidates per packet on a dense /8). Memory for 10,000 `services` rules:
+//! ~200k keys and ~200k 36-byte list entries (about 10 MB); each indexed value
+//! is expanded at most 16x (prefix) x 16 (qualified ports), or 256x for a
+//! port index.
 //!
 //! # Hashing
 //!
