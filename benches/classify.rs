@@ -178,7 +178,9 @@ fn bench(c: &mut Criterion) {
             .map(|&n| {
                 let chain = rules(&mut rng, n, services);
                 let pkts = packets(&mut rng, &chain);
+                let t = Instant::now();
                 let cls = Classifier::compile(&chain);
+                let compile_ms = t.elapsed().as_secs_f64() * 1e3;
                 let matched = pkts
                     .iter()
                     .filter(|m| cls.classify(m).rule.is_some())
@@ -187,7 +189,8 @@ fn bench(c: &mut Criterion) {
                     assert_eq!(cls.classify(m), linear::evaluate(&chain, m));
                 }
                 eprintln!(
-                    "{label}/{n}: {:?}; {matched}/{PACKETS} packets match a rule",
+                    "{label}/{n}: compiled in {compile_ms:.1} ms, {:?}; \
+                     {matched}/{PACKETS} packets match a rule",
                     cls.stats()
                 );
                 (n, chain, pkts, cls)
