@@ -1155,3 +1155,52 @@ fn malformed_and_unroutable_packets_are_dropped_with_their_reason() {
     assert_eq!(s.dropped.packets, 4);
     assert!(h.p.report().contains("dropped 4"), "{}", h.p.report());
 }
+
+/// A peer may only send from its AllowedIPs on every path, not only when a
+/// packet starts a flow: an INVALID packet accepted by an explicit rule and an
+/// ICMP error RELATED to a flow are checked too (regression: both skipped the
+/// check).
+#[test]
+fn spoofed_source_is_dropped_on_the_invalid_and_related_paths() {
+    for f in BOTH {
+        let mut h = Harness::testbed(ChainDef {
+            rules: vec![Rule {
+                ct_state: Some(CtStateMask(
+                    CtStateMask::INVALID | CtStateMask::RELATED | CtStateMask::ESTABLISHED,
+                )),
+                ..Rule::any(Action::Accept)
+            }],
+            policy: Action::Accept,
+        });
+        let foreign = f.ip("192.0.2.66", "2001:db8:66::66");
+        // invalid (a bare ACK with no flow) from a source the laptop does not own
+        let v = h.send(
+            tcp(sa(foreign, 1), sa(f.server(), 80), ACK, 1, 1, b""),
+            LAPTOP,
+        );
+        assert_eq!(v, Verdict::Drop(DropReason::SpoofedSource), "v6={}", f.v6);
+        // the same from its own address is decided by the invalid rule
+        let v = h.send(
+            tcp(sa(f.laptop(), 1), sa(f.server(), 80), ACK, 1, 1, b""),
+            LAPTOP,
+        );
+        assert_eq!(v, Verdict::Forward(TUN));
+
+        // a phone -> laptop flow; the laptop answers with ICMP errors about it
+        let orig = udp(sa(f.phone(), 4444), sa(f.laptop(), 5555), b"hello");
+        assert_eq!(h.send(orig.clone(), PHONE), Verdict::Forward(LAPTOP));
+        let (ty, code) = if f.v6 { (1, 4) } else { (3, 3) };
+        let spoofed = synth::icmp_raw(foreign, f.phone(), ty, code, [0; 4], &orig).unwrap();
+        assert_eq!(
+            h.send(spoofed, LAPTOP),
+            Verdict::Drop(DropReason::SpoofedSource)
+        );
+        let honest = synth::icmp_raw(f.laptop(), f.phone(), ty, code, [0; 4], &orig).unwrap();
+        assert_eq!(h.send(honest, LAPTOP), Verdict::Forward(PHONE));
+        // from the TUN side any router may send errors
+        let q = udp(sa(f.laptop(), 7), sa(f.server(), 7), b"q");
+        assert_eq!(h.send(q.clone(), LAPTOP), Verdict::Forward(TUN));
+        let err = synth::icmp_raw(f.router(), f.laptop(), ty, code, [0; 4], &q).unwrap();
+        assert_eq!(h.send(err, TUN), Verdict::Forward(LAPTOP));
+    }
+}
