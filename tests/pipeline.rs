@@ -1204,3 +1204,55 @@ fn spoofed_source_is_dropped_on_the_invalid_and_related_paths() {
         assert_eq!(h.send(err, TUN), Verdict::Forward(LAPTOP));
     }
 }
+
+/// A reload that keeps an ICMP rule must keep the flows it admitted. The
+/// re-check rebuilds a flow's first packet from its key, which for ICMP only
+/// holds the echo id; a packet of the flow travelling the original way lends
+/// its own type (regression: a timestamp flow (13) was re-checked as an echo
+/// request, missed its rule and was revoked by a reload that changed nothing).
+#[test]
+fn reload_keeps_a_non_echo_icmp_flow_its_rule_still_allows() {
+    let mut h = Harness::new(icmp_type_13_cfg());
+    let f = Fam { v6: false };
+    let ts_req = synth::icmp_raw(f.laptop(), f.server(), 13, 0, [0, 1, 0, 1], &[0; 12]).unwrap();
+    assert_eq!(h.send(ts_req.clone(), LAPTOP), Verdict::Forward(TUN));
+    assert_eq!(h.p.conntrack().len(), 1);
+    h.p.reload(icmp_type_13_cfg());
+    assert_eq!(h.send(ts_req, LAPTOP), Verdict::Forward(TUN));
+    assert_eq!(h.p.stats().flows_revoked, 0);
+    let ts_reply = synth::icmp_raw(f.server(), f.laptop(), 14, 0, [0, 1, 0, 1], &[0; 12]).unwrap();
+    assert_eq!(h.send(ts_reply, TUN), Verdict::Forward(LAPTOP));
+}
+
+fn icmp_type_13_cfg() -> PipelineConfig {
+    toml_cfg(
+        r#"
+[[rule]]
+chain = "forward"
+state = ["established", "related"]
+action = "accept"
+[[rule]]
+chain = "forward"
+from = "laptop"
+proto = "icmp"
+icmp_type = 13
+action = "accept"
+"#,
+    )
+}
+
+/// The same when the first packet after the reload is the reply: its type
+/// says nothing about the request that started the flow, and the re-check
+/// falls back to echo-request.
+#[test]
+#[ignore = "bug: conntrack flows do not record a non-echo ICMP flow's type; a reload re-check triggered by a reply assumes echo-request and revokes a flow an icmp_type rule still allows"]
+fn reload_keeps_a_non_echo_icmp_flow_when_the_reply_comes_first() {
+    let mut h = Harness::new(icmp_type_13_cfg());
+    let f = Fam { v6: false };
+    let ts_req = synth::icmp_raw(f.laptop(), f.server(), 13, 0, [0, 1, 0, 1], &[0; 12]).unwrap();
+    assert_eq!(h.send(ts_req, LAPTOP), Verdict::Forward(TUN));
+    h.p.reload(icmp_type_13_cfg());
+    let ts_reply = synth::icmp_raw(f.server(), f.laptop(), 14, 0, [0, 1, 0, 1], &[0; 12]).unwrap();
+    assert_eq!(h.send(ts_reply, TUN), Verdict::Forward(LAPTOP));
+    assert_eq!(h.p.stats().flows_revoked, 0);
+}

@@ -437,9 +437,14 @@ impl Pipeline {
             } else {
                 0
             },
-            icmp: match orig.proto {
-                proto::ICMP => Some((8, 0)),
-                proto::ICMPV6 => Some((128, 0)),
+            // The key keeps no ICMP type: a packet travelling the original way
+            // is one the flow's initiator sends, so its own type stands in for
+            // the first packet's (an echo flow's is an echo request; a
+            // timestamp flow's a timestamp request). Otherwise assume echo.
+            icmp: match (meta.l4, dir, orig.proto) {
+                (L4::Icmp(i), Dir::Original, _) if !i.is_error => Some((i.ty, i.code)),
+                (_, _, proto::ICMP) => Some((8, 0)),
+                (_, _, proto::ICMPV6) => Some((128, 0)),
                 _ => None,
             },
             tcp_flags: (orig.proto == proto::TCP).then_some(packet::tcp_flags::SYN),
