@@ -204,6 +204,7 @@ fn init_logging(log: &portcullis::config::LogConfig) {
         .unwrap_or_else(|_| EnvFilter::new(log.level.as_str().to_ascii_lowercase()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match log.format {
         portcullis::config::LogFormat::Json => builder.json().init(),

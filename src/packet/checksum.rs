@@ -22,26 +22,44 @@ use super::{proto, PacketMeta, L4};
 
 /// RFC 1071 sum of `data` (big-endian 16-bit words, odd byte zero-padded), folded to 16 bits.
 ///
-/// Words are summed four bytes at a time into a 64-bit accumulator: 65535
-/// bytes of input add at most 2^14 * 2^32 < 2^64, so no carry is ever lost
-/// before the final fold.
+/// Uses the byte-order independence of the ones'-complement sum (RFC 1071
+/// 2(B)): native-endian words are summed, the total folded to 16 bits and
+/// byte-swapped on little-endian machines at the end. The odd trailing byte
+/// counts as the high byte of a zero-padded big-endian word.
 #[inline]
 pub fn sum(data: &[u8]) -> u32 {
+    // 32-bit native words into a 64-bit accumulator: no carry chain, so the
+    // loop vectorizes; 65535 bytes add at most 2^14 * 2^32 < 2^64.
     let mut acc: u64 = 0;
     let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
-        acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+        let mut w = [0u8; 4];
+        w.copy_from_slice(c);
+        acc += u64::from(u32::from_ne_bytes(w));
     }
-    let rest = chunks.remainder();
-    let mut tail = [0u8; 4];
-    for (t, b) in tail.iter_mut().zip(rest) {
-        *t = *b;
+    // The tail is added in 2/1-byte native pieces (each starting at an even
+    // offset; 2^16 = 1 mod 0xffff makes their position in `acc` irrelevant).
+    // Copying it into a zeroed buffer instead would stall store forwarding.
+    let mut rest = chunks.remainder();
+    let mut tail: u64 = 0;
+    if let Some((w, r)) = rest.split_first_chunk::<2>() {
+        tail += u64::from(u16::from_ne_bytes(*w));
+        rest = r;
     }
-    acc += u64::from(u32::from_be_bytes(tail));
+    if let Some(&b) = rest.first() {
+        // The odd byte is the high byte of a zero-padded big-endian word.
+        tail += u64::from(u16::from_ne_bytes([b, 0]));
+    }
+    acc += tail;
     // Fold 64 -> 32 -> 16 bits with end-around carry.
     let mut s = (acc & 0xffff_ffff) + (acc >> 32);
     s = (s & 0xffff_ffff) + (s >> 32);
-    u32::from(fold(s as u32))
+    let f = fold(s as u32);
+    u32::from(if cfg!(target_endian = "little") {
+        f.swap_bytes()
+    } else {
+        f
+    })
 }
 
 /// Folds a 32-bit ones'-complement accumulator to 16 bits (end-around carry).

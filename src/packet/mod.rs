@@ -1,6 +1,6 @@
 //! Packets: checked parsing, in-place rewrite and reply builders.
 //!
-//! [`parse`] turns raw IP bytes (IPv4 or IPv6, no link layer) into a
+//! [`parse()`] turns raw IP bytes (IPv4 or IPv6, no link layer) into a
 //! [`PacketMeta`]: a small, owned summary of every header field the rest of the
 //! gateway looks at, with the offsets needed to rewrite the packet in place.
 //! It never panics on any input; malformed input is a [`ParseError`] that names
@@ -12,6 +12,7 @@
 //! - `rewrite`: in-place rewrite of addresses, ports and ICMP ids.
 //! - `build`: TCP RST and ICMP/ICMPv6 destination-unreachable replies (RFC 792, 1812, 4443).
 //! - `frag`: IPv4/IPv6 fragment reassembly (RFC 791, 8200, 5722).
+//! - `pcap`: a small capture reader (Ethernet/VLAN, raw IP, loopback) for replay tests and benches.
 
 use std::net::IpAddr;
 

@@ -132,6 +132,12 @@ pub(crate) enum ChainError {
 /// Stops at the first non-extension header, or right after the fragment header
 /// of a non-first fragment.
 pub(crate) fn walk_v6(pkt: &[u8]) -> Result<V6Chain, ChainError> {
+    walk_v6_until(pkt, false)
+}
+
+/// [`walk_v6`], optionally stopping right after any fragment header (the
+/// reassembler only needs the unfragmentable part).
+pub(crate) fn walk_v6_until(pkt: &[u8], stop_at_frag: bool) -> Result<V6Chain, ChainError> {
     let mut nh = *pkt.get(6).ok_or(ChainError::Bad)?;
     let mut nh_pos = 6usize;
     let mut off = 40usize;
@@ -183,7 +189,7 @@ pub(crate) fn walk_v6(pkt: &[u8]) -> Result<V6Chain, ChainError> {
                 nh = h[0];
                 frag = Some((off, info));
                 off += 8;
-                if info.offset != 0 {
+                if info.offset != 0 || stop_at_frag {
                     break;
                 }
             }
@@ -246,20 +252,19 @@ fn parse_v4(buf: &[u8], verify: bool, tiny_ok: bool) -> Result<PacketMeta, Parse
     let dst = IpAddr::V4(Ipv4Addr::new(h[16], h[17], h[18], h[19]));
     let proto = h[9];
     let pkt = buf.get(..total).ok_or(ParseError::BadLength)?;
-    finish_l4(
-        pkt,
-        L3 {
-            src,
-            dst,
-            proto,
-            ttl: h[8],
-            l4_offset: hlen,
-            frag,
-            v6: false,
-        },
-        verify,
-        tiny_ok,
-    )
+    let mut meta = PacketMeta {
+        src,
+        dst,
+        proto,
+        ttl: h[8],
+        total_len: u16::try_from(total).map_err(|_| ParseError::BadLength)?,
+        l4_offset: hlen as u16, // <= 60
+        payload_offset: hlen as u16,
+        frag,
+        l4: L4::Other,
+    };
+    finish_l4(pkt, &mut meta, false, verify, tiny_ok)?;
+    Ok(meta)
 }
 
 fn parse_v6(buf: &[u8], verify: bool, tiny_ok: bool) -> Result<PacketMeta, ParseError> {
@@ -292,20 +297,20 @@ fn parse_v6(buf: &[u8], verify: bool, tiny_ok: bool) -> Result<PacketMeta, Parse
     }
     let src = IpAddr::V6(v6_addr(h, 8).ok_or(ParseError::TruncatedIp)?);
     let dst = IpAddr::V6(v6_addr(h, 24).ok_or(ParseError::TruncatedIp)?);
-    finish_l4(
-        pkt,
-        L3 {
-            src,
-            dst,
-            proto: chain.proto,
-            ttl: h[7],
-            l4_offset: chain.l4_offset,
-            frag,
-            v6: true,
-        },
-        verify,
-        tiny_ok,
-    )
+    let l4_off = u16::try_from(chain.l4_offset).map_err(|_| ParseError::BadLength)?;
+    let mut meta = PacketMeta {
+        src,
+        dst,
+        proto: chain.proto,
+        ttl: h[7],
+        total_len: u16::try_from(total).map_err(|_| ParseError::BadLength)?,
+        l4_offset: l4_off,
+        payload_offset: l4_off,
+        frag,
+        l4: L4::Other,
+    };
+    finish_l4(pkt, &mut meta, true, verify, tiny_ok)?;
+    Ok(meta)
 }
 
 fn v6_tiny_meta(pkt: &[u8], h: &[u8; 40]) -> Result<PacketMeta, ParseError> {
@@ -350,17 +355,6 @@ fn v6_tiny_meta(pkt: &[u8], h: &[u8; 40]) -> Result<PacketMeta, ParseError> {
     }
 }
 
-/// The network-layer facts handed to the transport parser.
-struct L3 {
-    src: IpAddr,
-    dst: IpAddr,
-    proto: u8,
-    ttl: u8,
-    l4_offset: usize,
-    frag: Option<FragInfo>,
-    v6: bool,
-}
-
 /// Minimum transport header bytes a first fragment must hold.
 fn min_l4_len(proto: u8, v6: bool) -> usize {
     match (proto, v6) {
@@ -370,39 +364,36 @@ fn min_l4_len(proto: u8, v6: bool) -> usize {
     }
 }
 
+/// Parses the transport header into `meta` (whose network fields are set,
+/// `l4: Other`, `payload_offset == l4_offset`). `pkt` is the datagram.
 #[inline]
-fn finish_l4(pkt: &[u8], l3: L3, verify: bool, tiny_ok: bool) -> Result<PacketMeta, ParseError> {
-    let total = pkt.len();
-    let total_len = u16::try_from(total).map_err(|_| ParseError::BadLength)?;
-    let l4_off = u16::try_from(l3.l4_offset).map_err(|_| ParseError::BadLength)?;
-    let mut meta = PacketMeta {
-        src: l3.src,
-        dst: l3.dst,
-        proto: l3.proto,
-        ttl: l3.ttl,
-        total_len,
-        l4_offset: l4_off,
-        payload_offset: l4_off,
-        frag: l3.frag,
-        l4: L4::Other,
-    };
-    let seg = pkt.get(l3.l4_offset..).ok_or(ParseError::BadLength)?;
-    let is_frag = l3.frag.is_some();
-    if let Some(f) = l3.frag {
+fn finish_l4(
+    pkt: &[u8],
+    meta: &mut PacketMeta,
+    v6: bool,
+    verify: bool,
+    tiny_ok: bool,
+) -> Result<(), ParseError> {
+    let l4_offset = usize::from(meta.l4_offset);
+    let seg = pkt.get(l4_offset..).ok_or(ParseError::BadLength)?;
+    let is_frag = meta.frag.is_some();
+    let proto_ = meta.proto;
+    if let Some(f) = meta.frag {
+        let tiny = if tiny_ok {
+            Ok(())
+        } else {
+            Err(ParseError::TinyFragment)
+        };
         // RFC 1858 3.2: a TCP fragment at offset 8 can overwrite the flags.
-        if l3.proto == proto::TCP && f.offset == 8 {
-            return if tiny_ok {
-                Ok(meta)
-            } else {
-                Err(ParseError::TinyFragment)
-            };
+        if proto_ == proto::TCP && f.offset == 8 {
+            return tiny;
         }
         if f.offset != 0 {
-            return Ok(meta);
+            return Ok(());
         }
         // First fragment: the whole transport header must be here.
-        let need = min_l4_len(l3.proto, l3.v6);
-        let need = if l3.proto == proto::TCP {
+        let need = min_l4_len(proto_, v6);
+        let need = if proto_ == proto::TCP {
             match seg.get(12) {
                 Some(b) => need.max(usize::from(b >> 4) * 4),
                 None => need,
@@ -411,14 +402,10 @@ fn finish_l4(pkt: &[u8], l3: L3, verify: bool, tiny_ok: bool) -> Result<PacketMe
             need
         };
         if seg.len() < need {
-            return if tiny_ok {
-                Ok(meta)
-            } else {
-                Err(ParseError::TinyFragment)
-            };
+            return tiny;
         }
     }
-    let hdr_len = match (l3.proto, l3.v6) {
+    let hdr_len = match (proto_, v6) {
         (proto::TCP, _) => {
             let t = parse_tcp(seg)?;
             meta.l4 = L4::Tcp(t.0);
@@ -440,17 +427,37 @@ fn finish_l4(pkt: &[u8], l3: L3, verify: bool, tiny_ok: bool) -> Result<PacketMe
             8
         }
         (proto::ICMP, false) | (proto::ICMPV6, true) => {
-            let i = parse_icmp(seg, l3.v6, l3.l4_offset)?;
+            let i = parse_icmp(seg, v6, l4_offset)?;
             meta.l4 = L4::Icmp(i);
             8
         }
         _ => 0,
     };
-    meta.payload_offset = l4_off + hdr_len as u16; // hdr_len <= 60 and fits: checked against seg
-    if verify && !is_frag && !checksum::l4_checksum_ok(pkt, &meta) {
+    meta.payload_offset = meta.l4_offset + hdr_len as u16; // hdr_len <= 60, within seg
+    if verify && !is_frag && hdr_len != 0 && !verify_l4(pkt, l4_offset, proto_, v6) {
         return Err(ParseError::BadL4Checksum);
     }
-    Ok(meta)
+    Ok(())
+}
+
+/// Verifies the transport checksum straight from the bytes (the same rules as
+/// [`checksum::l4_checksum_ok`], without going through `PacketMeta`).
+#[inline]
+fn verify_l4(pkt: &[u8], l4_off: usize, proto_: u8, v6: bool) -> bool {
+    let Some(seg) = pkt.get(l4_off..) else {
+        return false;
+    };
+    let len = seg.len() as u32; // <= 65535: pkt is at most 65535 bytes
+    let ph = match (proto_, v6) {
+        (proto::ICMP, false) => 0,
+        (proto::UDP, _) if seg.get(6..8) == Some(&[0, 0]) => return !v6,
+        _ => {
+            let addrs = if v6 { pkt.get(8..40) } else { pkt.get(12..20) };
+            let Some(a) = addrs else { return false };
+            checksum::sum(a) + u32::from(proto_) + len
+        }
+    };
+    checksum::fold(checksum::sum(seg) + ph) == 0xffff
 }
 
 /// Parses a TCP header; returns the info and the header length.
@@ -1108,6 +1115,11 @@ mod tests {
             for (i, b) in muts { let at = i.index(p.len()); p[at] = b; }
             if fix && p[0] >> 4 == 4 { fill_ipv4_checksum(&mut p); }
             if let Ok(m) = parse(&p) { check_meta(&p, &m); }
+            // The parser's inline checksum check agrees with checksum::l4_checksum_ok.
+            if let Ok(m) = parse_with(&p, ParseOptions { verify_l4_checksum: false }) {
+                let ok = crate::packet::checksum::l4_checksum_ok(&p, &m);
+                prop_assert_eq!(ok, parse(&p).is_ok());
+            }
             let c = cut.index(p.len() + 1);
             if let Ok(m) = parse(&p[..c]) { check_meta(&p[..c], &m); }
             let _ = parse_allowing_tiny_fragments(&p[..c], ParseOptions::default());

@@ -45,7 +45,7 @@ pub enum PcapError {
     UnsupportedLinkType(u32),
 }
 
-/// Link-layer header types (https://www.tcpdump.org/linktypes.html).
+/// Link-layer header types (<https://www.tcpdump.org/linktypes.html>).
 pub mod linktype {
     pub const NULL: u32 = 0;
     pub const ETHERNET: u32 = 1;
