@@ -23,7 +23,9 @@
 //!    from the gateway's addresses go through `output`; everything else through
 //!    `forward`. The egress zone is the peer whose AllowedIPs hold the
 //!    destination (longest prefix), otherwise the TUN. A peer may only send
-//!    from its own AllowedIPs (cryptokey routing's anti-spoofing rule).
+//!    from its own AllowedIPs (cryptokey routing's anti-spoofing rule); this
+//!    holds for new, RELATED and INVALID packets alike (a known flow's packets
+//!    match a key holding an already checked source).
 //! 5. **rules**: first match wins, then the chain policy. Accepted flows enter
 //!    connection tracking; rejects queue a TCP RST or ICMP unreachable
 //!    (rate-limited, never in answer to an ICMP error, a non-first fragment or
@@ -403,6 +405,9 @@ impl Pipeline {
                 Verdict::Forward(out)
             }
             Track::Related { id, dir } => {
+                if self.spoofed(meta, ingress, t) {
+                    return Verdict::Drop(DropReason::SpoofedSource);
+                }
                 let Some(flow) = self.ct.flow(id) else {
                     return Verdict::Drop(DropReason::Invalid);
                 };
@@ -430,6 +435,9 @@ impl Pipeline {
             Track::New => self.new_flow(pkt, meta, ingress, now, t),
             Track::Invalid(reason) => {
                 trace_step!(t, "conntrack", "invalid: {reason:?}");
+                if self.spoofed(meta, ingress, t) {
+                    return Verdict::Drop(DropReason::SpoofedSource);
+                }
                 let Some((out, chain)) = self.route(meta, ingress) else {
                     return Verdict::Drop(DropReason::Invalid);
                 };
@@ -491,9 +499,14 @@ impl Pipeline {
             } else {
                 0
             },
-            icmp: match orig.proto {
-                proto::ICMP => Some((8, 0)),
-                proto::ICMPV6 => Some((128, 0)),
+            // The key keeps no ICMP type: a packet travelling the original way
+            // is one the flow's initiator sends, so its own type stands in for
+            // the first packet's (an echo flow's is an echo request; a
+            // timestamp flow's a timestamp request). Otherwise assume echo.
+            icmp: match (meta.l4, dir, orig.proto) {
+                (L4::Icmp(i), Dir::Original, _) if !i.is_error => Some((i.ty, i.code)),
+                (_, _, proto::ICMP) => Some((8, 0)),
+                (_, _, proto::ICMPV6) => Some((128, 0)),
                 _ => None,
             },
             tcp_flags: (orig.proto == proto::TCP).then_some(packet::tcp_flags::SYN),
@@ -553,6 +566,23 @@ impl Pipeline {
         Some(Verdict::Drop(reason))
     }
 
+    /// Cryptokey routing's ingress rule: a packet from a peer must come from
+    /// that peer's AllowedIPs. Checked on every path that is not a known
+    /// flow's (a flow's packets match a key that holds the checked source).
+    fn spoofed<T: Tracer>(&self, meta: &PacketMeta, ingress: ZoneId, t: &mut T) -> bool {
+        if ingress.is_peer() && self.routes.lookup(meta.src) != Some(ingress) {
+            trace_step!(
+                t,
+                "route",
+                "source {} is outside the AllowedIPs of {}",
+                meta.src,
+                self.zones.name(ingress)
+            );
+            return true;
+        }
+        false
+    }
+
     /// Where a new packet goes and which chain decides it.
     fn route(&self, meta: &PacketMeta, ingress: ZoneId) -> Option<(ZoneId, Chain)> {
         if self.local_addrs.contains(&meta.dst) {
@@ -580,14 +610,7 @@ impl Pipeline {
         now: Instant,
         t: &mut T,
     ) -> Verdict {
-        if ingress.is_peer() && self.routes.lookup(meta.src) != Some(ingress) {
-            trace_step!(
-                t,
-                "route",
-                "source {} is outside the AllowedIPs of {}",
-                meta.src,
-                self.zones.name(ingress)
-            );
+        if self.spoofed(meta, ingress, t) {
             return Verdict::Drop(DropReason::SpoofedSource);
         }
         let dnat = self.nat.dnat(meta, ingress);
