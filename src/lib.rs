@@ -23,6 +23,7 @@ pub mod io;
 pub mod packet;
 pub mod pipeline;
 pub mod rules;
+pub mod shaper;
 pub mod tracecmd;
 pub mod verdict;
 pub mod wg;
