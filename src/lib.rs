@@ -24,6 +24,7 @@ pub mod packet;
 pub mod pipeline;
 pub mod rules;
 pub mod shaper;
+pub mod telemetry;
 pub mod tracecmd;
 pub mod verdict;
 pub mod wg;
