@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod conntrack;
+pub mod control;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod io;
