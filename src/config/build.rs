@@ -24,6 +24,8 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod ops;
+
 const TOP_KEYS: &[&str] = &[
     "interface",
     "peer",
@@ -34,6 +36,12 @@ const TOP_KEYS: &[&str] = &[
     "fragments",
     "reject",
     "log",
+    // operations sections (build/ops.rs)
+    "control",
+    "metrics",
+    "events",
+    "capture",
+    "limits",
 ];
 const INTERFACE_KEYS: &[&str] = &[
     "name",
@@ -207,6 +215,7 @@ impl Builder {
         let fragments = self.fragments(top);
         let reject = self.reject(top);
         let log = self.log(top);
+        let ops = self.ops(top, &zones, [&input, &forward, &output]);
         Config {
             source,
             interface,
@@ -220,6 +229,7 @@ impl Builder {
             fragments,
             reject,
             log,
+            ops,
         }
     }
 

@@ -28,6 +28,7 @@
 
 mod build;
 mod error;
+pub mod ops;
 pub mod parse;
 mod value;
 
@@ -67,6 +68,8 @@ pub struct Config {
     pub fragments: FragConfig,
     pub reject: RejectLimit,
     pub log: LogConfig,
+    /// Control socket, metrics, events, capture, limits (`config::ops`).
+    pub ops: ops::Ops,
 }
 
 /// How packets reach the host.
