@@ -14,7 +14,7 @@ wait_ping client "$GW_TUN_ADDR" 10 || fail "client cannot ping the gateway"
 # ping and the gateway's own flows: flush so only the downloads count
 ctl conntrack --flush >/dev/null
 pids=()
-for i in 1 2 3; do
+for _ in 1 2 3; do
   in_ns client curl -s -o /dev/null --limit-rate 50k --max-time 20 "http://$SERVER:80/slow.bin" &
   pids+=($!)
 done
