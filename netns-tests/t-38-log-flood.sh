@@ -23,7 +23,7 @@ max=$(( 20 * secs + 20 + 5 ))
 rej="$(ctl rules --json | python3 -c 'import json,sys; print([r["packets"] for r in json.load(sys.stdin) if r["name"]=="reject-81"][0])')"
 [ "$rej" -ge 2500 ] || fail "only $rej packets hit the reject rule: the flood did not happen"
 [ "$lines" -le "$max" ] || fail "$lines rule log lines in ${secs} s, limit $max"
-[ "$lines" -ge 10 ] || fail "only $lines rule log lines: logging is not working"
+[ "$lines" -ge 5 ] || fail "only $lines rule log lines: logging is not working"
 [ "$eve" -le $((max + 5)) ] || fail "$eve EVE records in ${secs} s, limit $max"
 grep -q "log rate limit: suppressed" "$S/logs/gateway.log" || fail "no suppression summary logged"
 ok "$rej flood packets hit the logging rule; $lines log lines and $eve EVE records in ${secs} s (limit $max); summary: $(grep -o 'log rate limit: suppressed.*' "$S/logs/gateway.log" | head -1)"
