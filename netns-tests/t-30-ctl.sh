@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # portcullis ctl over the control socket: status, peers, rules (hit counters),
-# conntrack (filter, flush), stats as root, human and --json output; a
+# conntrack (filter, flush; the flushed flows' EVE flow records), stats as
+# root, human and --json output; a
 # malformed request gets an error reply; a silent client does not block
 # others; ctl as an unprivileged user is refused with a permission error.
 . "$(dirname "$0")/lib.sh"
@@ -45,6 +46,21 @@ left="$(ctl conntrack --port 5201 --state established --json | python3 -c 'impor
 kill "$ipid" 2>/dev/null || true; wait "$ipid" 2>/dev/null || true
 [ "$left" = 0 ] || fail "after the flush $left established flows to 5201 remain"
 ok "ctl conntrack: $n flow(s) matched by port/peer/state, unrelated filter 0, $fl"
+
+# the flushed flows ended: EVE flow records with counters both ways
+sleep 0.6
+python3 - "$S/ops/eve.json" <<'PY' || fail "no EVE flow record for the flushed iperf3 flow"
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+flows = [r for r in recs if r["event_type"] == "flow" and r.get("dest_port") == 5201]
+assert flows, [r["event_type"] for r in recs]
+f = max(flows, key=lambda r: r["flow"]["bytes_toserver"])
+assert f["flow"]["reason"] == "removed" and f["flow"]["pkts_toserver"] > 0 and f["flow"]["pkts_toclient"] > 0, f
+assert f["portcullis"]["ingress"] == "client" and f["portcullis"]["egress"] == "tun" and f["portcullis"]["rule"] == "forward/staff", f
+assert f["portcullis"]["duration_ms"] >= 1000, f
+print("EVE flow:", json.dumps(f["flow"]), f["portcullis"]["duration_ms"], "ms")
+PY
+ok "EVE flow records for the flushed flows (bytes/packets both ways, duration, rule, peer)"
 
 ctl stats | grep -q "^received" || fail "ctl stats: $(ctl stats)"
 ctl stats --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["received"][0]>0 and d["io"]["udp_rx"]>0, d' || fail "ctl stats --json"

@@ -185,9 +185,6 @@ impl Builder {
         if let Some(n) = self.ctx.int_at(t, "files", 1, 1000) {
             c.files = n as u32;
         }
-        if c.file.is_none() && !t.map.is_empty() {
-            self.ctx.missing(t, "file", "the pcap file to write");
-        }
         c
     }
 
@@ -446,7 +443,6 @@ rule = "web"
             "metrics.listen",
             "capture.what",
             "capture.rules",
-            "capture",
             "events.rate_per_sec",
             "limits.peer[0].peer",
             "limits.rule[0]",
