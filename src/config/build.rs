@@ -24,6 +24,8 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod ops;
+
 const TOP_KEYS: &[&str] = &[
     "interface",
     "peer",
@@ -35,6 +37,12 @@ const TOP_KEYS: &[&str] = &[
     "fragments",
     "reject",
     "log",
+    // operations sections (build/ops.rs)
+    "control",
+    "metrics",
+    "events",
+    "capture",
+    "limits",
 ];
 const INTERFACE_KEYS: &[&str] = &[
     "name",
@@ -209,6 +217,7 @@ impl Builder {
         let fragments = self.fragments(top);
         let reject = self.reject(top);
         let log = self.log(top);
+        let ops = self.ops(top, &zones, [&input, &forward, &output]);
         Config {
             source,
             interface,
@@ -223,6 +232,7 @@ impl Builder {
             fragments,
             reject,
             log,
+            ops,
         }
     }
 

@@ -29,6 +29,7 @@
 mod build;
 mod error;
 mod nat;
+pub mod ops;
 pub mod parse;
 mod value;
 
@@ -70,6 +71,8 @@ pub struct Config {
     pub fragments: FragConfig,
     pub reject: RejectLimit,
     pub log: LogConfig,
+    /// Control socket, metrics, events, capture, limits (`config::ops`).
+    pub ops: ops::Ops,
 }
 
 /// How packets reach the host.
