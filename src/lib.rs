@@ -19,6 +19,7 @@ pub mod config;
 pub mod conntrack;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod ids;
 pub mod io;
 pub mod packet;
 pub mod pipeline;
