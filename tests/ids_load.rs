@@ -2,6 +2,8 @@
 //! and checks the report: most rules load, every skip has a reason, and the
 //! load fits the time budget (2 s, checked only in optimized builds).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use portcullis::ids::rule::{load_text, LoadReport, Vars};
 use std::path::Path;
 use std::time::Instant;

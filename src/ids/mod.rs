@@ -189,6 +189,8 @@ struct FlowState {
     tls_done: bool,
     dns_off: usize,
     dropped: bool,
+    /// A pass rule matched: the rest of the flow is not inspected.
+    passed: bool,
 }
 
 impl FlowState {
@@ -208,6 +210,7 @@ impl FlowState {
             tls_done: false,
             dns_off: 0,
             dropped: false,
+            passed: false,
         }
     }
 }
@@ -411,9 +414,10 @@ impl Ids {
         let (sport, dport) = meta.ports();
         let key = (meta.src, meta.dst, sport, dport, meta.proto);
         let rkey = (meta.dst, meta.src, dport, sport, meta.proto);
-        // Flow state: reset when the slot was reused by another flow.
+        // Flow state: reset when the slot was reused by another flow (seen
+        // on the original direction; replies may carry NATed addresses).
         let mut fs = match self.flows.remove(&flow) {
-            Some(f) if f.key == key || f.key == rkey => f,
+            Some(f) if dir == Dir::Reply || f.key == key => f,
             _ => {
                 if self.flows.len() >= self.cfg.max_flows {
                     self.stats.flows_untracked += 1;
@@ -431,6 +435,10 @@ impl Ids {
             let v = self.finish(flow, fs, now, d);
             let _ = v;
             return IdsVerdict::Drop;
+        }
+        if fs.passed {
+            self.finish(flow, fs, now, d);
+            return IdsVerdict::Pass;
         }
         let first_in_dir = !fs.seen[d];
         fs.seen[d] = true;
@@ -815,12 +823,16 @@ impl Ids {
                 fire.push(i);
             }
         }
-        if fire.iter().any(|&i| {
-            self.sigs
-                .get(i as usize)
+        let sigs = &self.sigs;
+        let pass = |i: &u32| {
+            sigs.get(*i as usize)
                 .is_some_and(|s| s.action == RuleAction::Pass)
-        }) {
-            return IdsVerdict::Pass;
+        };
+        if fire.iter().any(pass) {
+            // Suricata: a pass match passes the packet and, for flow-level
+            // matches, the rest of the flow; only pass rules with `alert` log.
+            fs.passed = true;
+            fire.retain(|i| pass(i) && sigs.get(*i as usize).is_some_and(|s| s.pass_alert));
         }
         let prevent = self.cfg.mode == Mode::Prevent;
         let mut verdict = IdsVerdict::Pass;

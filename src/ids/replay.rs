@@ -7,6 +7,11 @@
 //! client: `Dir::Original`; a SYN+ACK seen first makes its receiver the
 //! client). Unlike conntrack it accepts every packet (no TCP window checks),
 //! as Suricata's pcap mode does. Flow ids are handed out in order.
+//!
+//! Checksums are not verified (Suricata's `-k none`, which suricata-verify
+//! uses: captures taken on the sending host carry offloaded, unfilled
+//! checksums), and tiny first fragments are accepted (Suricata reassembles
+//! them; the gateway's own data path drops them, RFC 1858).
 
 use super::{Ids, IdsVerdict};
 use crate::conntrack::{Dir, FlowId};
@@ -43,14 +48,21 @@ impl Replay {
 
     /// One IP packet. `None` when it was held (fragment) or malformed.
     pub fn packet(&mut self, pkt: &[u8], now: Instant) -> Option<IdsVerdict> {
-        let Ok(meta) = packet::parse(pkt) else {
+        let mut fixed;
+        let mut pkt = pkt;
+        if pkt.first().map(|b| b >> 4) == Some(4) {
+            fixed = pkt.to_vec();
+            fill_ipv4_header_checksum(&mut fixed);
+            pkt = &fixed;
+        }
+        let Ok(meta) = parse(pkt) else {
             self.malformed += 1;
             return None;
         };
         if meta.frag.is_some() {
             return match self.frag.handle(pkt, &meta, ZoneId::TUN, now) {
                 FragResult::Complete { datagram, .. } => {
-                    let Ok(m2) = packet::parse(&datagram) else {
+                    let Ok(m2) = parse(&datagram) else {
                         self.malformed += 1;
                         return None;
                     };
@@ -84,4 +96,32 @@ impl Replay {
         };
         self.ids.inspect(id, dir, meta, pkt, now)
     }
+}
+
+fn parse(pkt: &[u8]) -> Result<packet::PacketMeta, packet::ParseError> {
+    packet::parse::parse_allowing_tiny_fragments(
+        pkt,
+        packet::parse::ParseOptions {
+            verify_l4_checksum: false,
+        },
+    )
+}
+
+/// Recomputes an IPv4 header checksum in place (RFC 1071).
+fn fill_ipv4_header_checksum(p: &mut [u8]) {
+    let hlen = usize::from(p.first().map_or(0, |b| b & 0x0f)) * 4;
+    if hlen < 20 || p.len() < hlen {
+        return;
+    }
+    p[10] = 0;
+    p[11] = 0;
+    let mut sum: u32 = 0;
+    for w in p[..hlen].chunks(2) {
+        sum += u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let c = !(sum as u16);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
 }

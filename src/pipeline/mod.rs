@@ -117,6 +117,10 @@ pub struct Pipeline {
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// Intrusion detection (see [`crate::ids`]), when enabled.
+    ids: Option<crate::ids::Ids>,
+    /// IDS alerts with the WireGuard peer involved (ingress, else egress).
+    ids_alerts: VecDeque<(crate::ids::Alert, Option<ZoneId>)>,
 }
 
 fn build_routes(peer_routes: &[(ZoneId, Vec<IpNetwork>)]) -> RouteTable {
@@ -189,6 +193,8 @@ impl Pipeline {
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats,
+            ids: None,
+            ids_alerts: VecDeque::new(),
         }
     }
 
@@ -349,6 +355,9 @@ impl Pipeline {
                     dir,
                     state
                 );
+                if let Some(v) = self.ids_stage(id, dir, pkt, meta, ingress, out, now, t) {
+                    return v;
+                }
                 trace_step!(t, "verdict", "forward to {}", self.zones.name(out));
                 Verdict::Forward(out)
             }
@@ -611,6 +620,11 @@ impl Pipeline {
                             }
                             self.stats.flows_created += 1;
                             trace_step!(t, "conntrack", "flow {} created", id.0);
+                            if let Some(v) =
+                                self.ids_stage(id, Dir::Original, pkt, meta, ingress, out, now, t)
+                            {
+                                return v;
+                            }
                         }
                         Err(e) => {
                             trace_step!(t, "conntrack", "flow refused: {e:?}");
@@ -671,6 +685,82 @@ impl Pipeline {
         }
     }
 
+    /// Installs (or removes) the IDS; it inspects accepted packets of new
+    /// flows and every packet on the fast path.
+    pub fn set_ids(&mut self, ids: Option<crate::ids::Ids>) {
+        self.ids = ids;
+    }
+
+    pub fn ids(&self) -> Option<&crate::ids::Ids> {
+        self.ids.as_ref()
+    }
+
+    /// IDS alerts, oldest first, with the WireGuard peer zone involved.
+    #[must_use]
+    pub fn poll_ids_alert(&mut self) -> Option<(crate::ids::Alert, Option<ZoneId>)> {
+        self.ids_alerts.pop_front()
+    }
+
+    /// The IDS stage: `None` lets the packet go on; otherwise the drop or
+    /// reject verdict (a reject answers the sender and resets the receiver).
+    #[allow(clippy::too_many_arguments)]
+    fn ids_stage<T: Tracer>(
+        &mut self,
+        id: FlowId,
+        dir: Dir,
+        pkt: &[u8],
+        meta: &PacketMeta,
+        sender: ZoneId,
+        receiver: ZoneId,
+        now: Instant,
+        t: &mut T,
+    ) -> Option<Verdict> {
+        let ids = self.ids.as_mut()?;
+        let v = ids.inspect(id, dir, meta, pkt, now);
+        let peer = [sender, receiver].into_iter().find(|z| z.is_peer());
+        while let Some(a) = ids.poll_alert() {
+            if self.ids_alerts.len() < EVENT_QUEUE {
+                self.ids_alerts.push_back((a, peer));
+            } else {
+                self.stats.events_suppressed += 1;
+            }
+        }
+        match v {
+            crate::ids::IdsVerdict::Pass => None,
+            crate::ids::IdsVerdict::Drop => {
+                trace_step!(t, "ids", "drop");
+                Some(Verdict::Drop(DropReason::Ids))
+            }
+            crate::ids::IdsVerdict::Reject => {
+                trace_step!(t, "ids", "reject");
+                self.queue_reply(pkt, meta, RejectWith::Default, sender, now, t);
+                if let (L4::Tcp(tcp), true) = (meta.l4, self.limiter.allow(now)) {
+                    let (sp, dp) = (tcp.sport, tcp.dport);
+                    let spec = packet::synth::TcpSpec {
+                        flags: packet::tcp_flags::RST | packet::tcp_flags::ACK,
+                        seq: tcp.seq,
+                        ack: tcp.ack,
+                        window: 0,
+                        wscale: None,
+                        mss: None,
+                    };
+                    if let Some(rst) = packet::synth::tcp(
+                        std::net::SocketAddr::new(meta.src, sp),
+                        std::net::SocketAddr::new(meta.dst, dp),
+                        spec,
+                        &[],
+                    ) {
+                        self.out.push_back(Transmit {
+                            zone: receiver,
+                            packet: rst,
+                        });
+                    }
+                }
+                Some(Verdict::Reject(DropReason::Ids))
+            }
+        }
+    }
+
     fn push_event(&mut self, ev: Event) {
         if self.events.len() >= EVENT_QUEUE {
             self.stats.events_suppressed += 1;
@@ -695,6 +785,9 @@ impl Pipeline {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.ct.expire(now, EXPIRE_BUDGET);
         self.frag.expire(now);
+        if let Some(ids) = self.ids.as_mut() {
+            ids.handle_timeout(now);
+        }
     }
 
     pub fn zones(&self) -> &ZoneTable {

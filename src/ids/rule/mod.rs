@@ -343,6 +343,8 @@ pub struct Signature {
     pub detection_filter: Option<Threshold>,
     /// The prefilter pattern: buffer, lowercased bytes.
     pub fast: Option<(Buffer, Vec<u8>)>,
+    /// `alert` keyword on a pass rule: alert as well as pass (Suricata 8).
+    pub pass_alert: bool,
 }
 
 impl Signature {
@@ -765,6 +767,7 @@ pub fn parse_rule(line: &str, vars: &Vars) -> Result<Signature, Skip> {
         threshold: None,
         detection_filter: None,
         fast: None,
+        pass_alert: false,
     };
     let mut has_priority = false;
     let mut has_sid = false;
@@ -800,6 +803,7 @@ pub fn parse_rule(line: &str, vars: &Vars) -> Result<Signature, Skip> {
                 has_priority = true;
             }
             "metadata" | "reference" | "target" => {}
+            "alert" if val.is_none() && action == RuleAction::Pass => sig.pass_alert = true,
             "content" => {
                 let v = need_value(val, key)?;
                 let (negated, v) = match v.strip_prefix('!') {
