@@ -58,6 +58,10 @@ pub struct RunSettings {
     /// Switch to this user after opening the TUN and the socket (name or `uid:gid`).
     pub user: Option<String>,
     pub pipeline: PipelineConfig,
+    /// The IDS rules and settings, when `[ids]` is enabled.
+    pub ids: Option<(Vec<crate::ids::rule::Signature>, crate::ids::IdsConfig)>,
+    /// EVE JSON alert file (opened before privileges are dropped, appended to).
+    pub eve_log: Option<std::path::PathBuf>,
 }
 
 /// Counters kept by the shell.
@@ -94,6 +98,16 @@ pub fn run(settings: RunSettings) -> anyhow::Result<()> {
     let wg = WgDevice::new(settings.wg.clone()).context("WireGuard peers")?;
     let dev = tun::open_tun(&settings.tun_name, settings.mtu, &settings.addresses)?;
     let (udp, dual) = tun::bind_udp(settings.wg.listen_port)?;
+    let eve = match &settings.eve_log {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening the EVE log {}", p.display()))?,
+        )),
+        None => None,
+    };
     let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
     match &settings.user {
         Some(u) => {
@@ -129,7 +143,12 @@ pub fn run(settings: RunSettings) -> anyhow::Result<()> {
     let counters = rt.block_on(async move {
         let tun = ::tun::AsyncDevice::new(dev).context("TUN async")?;
         let udp = tokio::net::UdpSocket::from_std(udp).context("UDP async")?;
-        let pipeline = Pipeline::new(settings.pipeline, hk, Instant::now());
+        let mut pipeline = Pipeline::new(settings.pipeline, hk, Instant::now());
+        if let Some((sigs, cfg)) = settings.ids {
+            let n = sigs.len();
+            pipeline.set_ids(Some(crate::ids::Ids::new(sigs, cfg, (hk.1, hk.0))));
+            tracing::info!(rules = n, "IDS enabled");
+        }
         let mut shell = Shell {
             tun,
             udp,
@@ -138,6 +157,8 @@ pub fn run(settings: RunSettings) -> anyhow::Result<()> {
             pipeline,
             counters: IoCounters::default(),
             outs: Vec::new(),
+            eve,
+            clock: (Instant::now(), std::time::SystemTime::now()),
         };
         shell.run_loop().await?;
         anyhow::Ok(shell.counters)
@@ -154,6 +175,9 @@ struct Shell {
     pipeline: Pipeline,
     counters: IoCounters,
     outs: Vec<WgOutput>,
+    eve: Option<std::io::BufWriter<std::fs::File>>,
+    /// Maps the core's `Instant`s to wall-clock time for EVE timestamps.
+    clock: (Instant, std::time::SystemTime),
 }
 
 impl Shell {
@@ -289,8 +313,38 @@ impl Shell {
         while let Some(e) = self.pipeline.poll_event() {
             tracing::info!(target: "portcullis::rule", "{}", self.pipeline.event_line(&e));
         }
+        self.write_eve();
         while let Some(t) = self.pipeline.poll_transmit() {
             self.send_to_zone(t.zone, &t.packet, now).await;
+        }
+    }
+
+    /// Writes queued IDS alerts as EVE JSON lines (or logs them when no file).
+    fn write_eve(&mut self) {
+        use std::io::Write as _;
+        let mut wrote = false;
+        while let Some((a, peer)) = self.pipeline.poll_ids_alert() {
+            let wall = self.clock.1 + a.now.saturating_duration_since(self.clock.0);
+            let d = wall
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let ts = crate::ids::eve::format_timestamp(d.as_secs(), d.subsec_micros());
+            let peer = peer.map(|z| self.pipeline.zones().name(z).to_string());
+            let line = crate::ids::eve::to_json(&a, &ts, peer.as_deref());
+            match self.eve.as_mut() {
+                Some(f) => {
+                    if let Err(e) = writeln!(f, "{line}") {
+                        tracing::warn!(error = %e, "EVE log write");
+                    }
+                    wrote = true;
+                }
+                None => tracing::warn!(target: "portcullis::ids", "{line}"),
+            }
+        }
+        if wrote {
+            if let Some(f) = self.eve.as_mut() {
+                let _ = f.flush();
+            }
         }
     }
 
@@ -372,6 +426,11 @@ impl RunSettings {
             },
             user: c.interface.user.clone(),
             pipeline: PipelineConfig::from_config(c),
+            ids: c
+                .ids
+                .enabled
+                .then(|| (c.ids.rules.clone(), c.ids.engine.clone())),
+            eve_log: c.ids.eve_log.clone().filter(|_| c.ids.enabled),
         })
     }
 }
