@@ -144,6 +144,10 @@ pub struct IdsStats {
     pub overlap_conflicts: u64,
     pub flows_untracked: u64,
     pub threshold_full: u64,
+    /// Bytes run through the prefilter automata.
+    pub scanned: u64,
+    /// Prefilter pattern hits.
+    pub hits: u64,
 }
 
 /// Keyed SipHash-1-3 for tables indexed by packet data.
@@ -156,6 +160,16 @@ impl BuildHasher for SipBuild {
         SipHasher13::new_with_keys(self.0, self.1)
     }
 }
+
+/// Pattern bytes up to which a group's automaton is a DFA: about one state
+/// per pattern byte, times the byte classes (tens) times 4 bytes per
+/// transition: 200 KB of patterns stay within a few tens of MiB.
+const DFA_MAX_PATTERN_BYTES: usize = 200_000;
+
+/// Fast patterns are cut to this many bytes (Hyperscan-style literal
+/// prefilters rarely gain from longer literals; a new stream chunk is scanned
+/// from this many bytes - 1 before it).
+const MAX_FAST_PATTERN: usize = 32;
 
 /// Index of the group for `tcp-pkt` payload rules (after the buffers).
 const PKT_GROUP: usize = Buffer::ALL.len();
@@ -312,6 +326,10 @@ impl Ids {
             };
             match &s.fast {
                 Some((b, pat)) => {
+                    // A prefix of the fast pattern is as sound a prefilter
+                    // (the content occurs only if its prefix does) and bounds
+                    // how far back a growing stream is rescanned.
+                    let pat = &pat[..pat.len().min(MAX_FAST_PATTERN)].to_vec();
                     let g = group_of(*b);
                     let next = pats[g].len();
                     let id = *pat_ix[g].entry(pat.clone()).or_insert(next);
@@ -334,8 +352,17 @@ impl Ids {
         }
         for (g, p) in groups.iter_mut().zip(pats) {
             if !p.is_empty() {
+                // A full DFA: one table lookup per byte (the NFA kinds were
+                // 5x slower on the benchmark mix); it costs memory, so very
+                // large groups fall back to the contiguous NFA.
+                let kind = if p.iter().map(Vec::len).sum::<usize>() <= DFA_MAX_PATTERN_BYTES {
+                    aho_corasick::AhoCorasickKind::DFA
+                } else {
+                    aho_corasick::AhoCorasickKind::ContiguousNFA
+                };
                 g.ac = AhoCorasick::builder()
                     .ascii_case_insensitive(true)
+                    .kind(Some(kind))
                     .build(&p)
                     .ok();
             }
@@ -355,6 +382,17 @@ impl Ids {
             stamp: 0,
             stats: IdsStats::default(),
         }
+    }
+
+    /// How the rules were grouped: (IP-only, header rules per transport
+    /// [tcp, udp, icmp, other], prefiltered per group, always-evaluated per group).
+    pub fn shape(&self) -> (usize, [usize; 4], Vec<usize>, Vec<usize>) {
+        (
+            self.ip_only.len(),
+            self.pkt_rules.each_ref().map(Vec::len),
+            self.groups.iter().map(|g| g.by_pattern.iter().map(Vec::len).sum()).collect(),
+            self.groups.iter().map(|g| g.always.len()).collect(),
+        )
     }
 
     pub fn rule_count(&self) -> usize {
@@ -697,7 +735,9 @@ impl Ids {
         }
         if let Some(ac) = &group.ac {
             let window = hay.get(from..).unwrap_or(&[]);
+            self.stats.scanned += window.len() as u64;
             for m in ac.find_overlapping_iter(window) {
+                self.stats.hits += 1;
                 for &i in group
                     .by_pattern
                     .get(m.pattern().as_usize())
