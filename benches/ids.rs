@@ -233,6 +233,7 @@ fn main() {
     let before = ALLOCATED.load(Ordering::Relaxed);
     let t0 = Instant::now();
     let (sigs, rep) = et_open();
+    let rep_sigs = sigs.clone();
     let ids_full = Ids::new(sigs, IdsConfig::default(), (1, 2));
     let took = t0.elapsed();
     let mem = ALLOCATED.load(Ordering::Relaxed).saturating_sub(before);
@@ -242,6 +243,29 @@ fn main() {
         took.as_secs_f64() * 1e3,
         mem as f64 / (1 << 20) as f64
     );
+    if std::env::var_os("IDS_AC_PROBE").is_some() {
+        let pats: Vec<Vec<u8>> = ids_full_patterns(&rep_sigs);
+        let hay: Vec<u8> = b"<div class=\"item\"><a href=\"/products/view?id=1234\">Lorem ipsum dolor sit amet</a></div>\n".iter().copied().cycle().take(1 << 20).collect();
+        for kind in [
+            aho_corasick::AhoCorasickKind::DFA,
+            aho_corasick::AhoCorasickKind::ContiguousNFA,
+        ] {
+            for ci in [true, false] {
+                let ac = aho_corasick::AhoCorasick::builder()
+                    .ascii_case_insensitive(ci)
+                    .kind(Some(kind))
+                    .build(&pats)
+                    .unwrap();
+                let t = Instant::now();
+                let n = ac.find_overlapping_iter(&hay).count();
+                println!(
+                    "probe {kind:?} ci={ci}: {} patterns, {n} hits, {:.0} MB/s",
+                    pats.len(),
+                    1.0 / t.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
     let (pkts, bytes) = mix();
     let now = Instant::now();
     // One warm round to report alerts (false positives on benign traffic).
@@ -282,4 +306,16 @@ fn main() {
     });
     g.finish();
     c.final_summary();
+}
+
+fn ids_full_patterns(sigs: &[Signature]) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = sigs
+        .iter()
+        .filter_map(|s| s.fast.as_ref())
+        .filter(|(b, _)| *b == portcullis::ids::rule::Buffer::Payload)
+        .map(|(_, p)| p[..p.len().min(32)].to_vec())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }

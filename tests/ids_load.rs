@@ -54,7 +54,12 @@ fn short_fast_patterns() {
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|e| e == "rules") {
-            load_text(&std::fs::read_to_string(&p).unwrap(), &Vars::suricata_defaults(), &mut sigs, &mut rep);
+            load_text(
+                &std::fs::read_to_string(&p).unwrap(),
+                &Vars::suricata_defaults(),
+                &mut sigs,
+                &mut rep,
+            );
         }
     }
     let mut hist = std::collections::BTreeMap::new();
@@ -63,7 +68,9 @@ fn short_fast_patterns() {
         if let Some((b, p)) = &s.fast {
             *hist.entry(p.len().min(40)).or_insert(0) += 1;
             if p.len() <= 3 {
-                *short.entry((format!("{b:?}"), String::from_utf8_lossy(p).to_string())).or_insert(0) += 1;
+                *short
+                    .entry((format!("{b:?}"), String::from_utf8_lossy(p).to_string()))
+                    .or_insert(0) += 1;
             }
         }
     }
