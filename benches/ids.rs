@@ -12,6 +12,8 @@
 //!   is new flows), so stream reassembly, app-layer parsing and prefiltering
 //!   are all measured. Target: >= 1 Gbit/s per core with the full set.
 
+#![allow(clippy::expect_used)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -255,7 +257,7 @@ fn main() {
                     .ascii_case_insensitive(ci)
                     .kind(Some(kind))
                     .build(&pats)
-                    .unwrap();
+                    .expect("automaton");
                 let t = Instant::now();
                 let n = ac.find_overlapping_iter(&hay).count();
                 println!(
