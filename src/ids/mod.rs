@@ -175,6 +175,16 @@ const MAX_FAST_PATTERN: usize = 32;
 const PKT_GROUP: usize = Buffer::ALL.len();
 const GROUPS: usize = PKT_GROUP + 1;
 
+/// A flowbit operation with the name interned.
+#[derive(Debug, Clone)]
+enum BitOp {
+    Set(u16),
+    Unset(u16),
+    Toggle(u16),
+    IsSet(Vec<u16>),
+    IsNotSet(Vec<u16>),
+}
+
 /// Rules whose fast pattern lives in one buffer.
 #[derive(Debug, Default)]
 struct Group {
@@ -205,6 +215,11 @@ struct FlowState {
     dropped: bool,
     /// A pass rule matched: the rest of the flow is not inspected.
     passed: bool,
+    /// Flowbits set on this flow.
+    bits: Vec<u16>,
+    /// Per direction: header rules (plain, needing a flowbit) whose
+    /// addresses and ports fit the flow.
+    hdr: [Option<(Vec<u32>, Vec<u32>)>; 2],
 }
 
 impl FlowState {
@@ -225,6 +240,8 @@ impl FlowState {
             dns_off: 0,
             dropped: false,
             passed: false,
+            bits: Vec::new(),
+            hdr: [None, None],
         }
     }
 }
@@ -255,6 +272,7 @@ struct Ctx<'a> {
     http: Option<&'a app::HttpRequest>,
     sni: Option<&'a [u8]>,
     dns: &'a [Vec<u8>],
+    bits: &'a [u16],
 }
 
 /// The engine.
@@ -266,12 +284,16 @@ pub struct Ids {
     ip_only: Vec<u32>,
     /// Header rules by transport: tcp, udp, icmp, other.
     pkt_rules: [Vec<u32>; 4],
+    /// Header rules that need a flowbit set: only for flows with bits.
+    pkt_isset: [Vec<u32>; 4],
     flows: HashMap<FlowId, FlowState>,
     next_serial: u64,
     thresholds: HashMap<(u32, TKey), TState, SipBuild>,
     alerts: VecDeque<Alert>,
     seen: Vec<u32>,
     stamp: u32,
+    /// Per rule: its flowbit operations (names interned).
+    bit_ops: Vec<Vec<BitOp>>,
     stats: IdsStats,
     /// The lowercased haystack of the current prefilter scan.
     scratch: Vec<u8>,
@@ -305,15 +327,24 @@ impl Ids {
         let mut groups: Vec<Group> = (0..GROUPS).map(|_| Group::default()).collect();
         let mut ip_only = Vec::new();
         let mut pkt_rules: [Vec<u32>; 4] = Default::default();
+        let mut pkt_isset: [Vec<u32>; 4] = Default::default();
         for (i, s) in sigs.iter().enumerate() {
             let i = i as u32;
             if s.buffers.is_empty() {
                 if s.ip_only() {
                     ip_only.push(i);
                 } else {
+                    let needs_bit = s
+                        .flowbits
+                        .iter()
+                        .any(|op| matches!(op, rule::FlowbitOp::IsSet(_)));
                     for (slot, p) in [(0usize, 6u8), (1, 17), (2, 1), (3, 0)] {
                         if proto_ok(s.proto, p) || (slot == 3 && s.proto == Proto::Ip) {
-                            pkt_rules[slot].push(i);
+                            if needs_bit {
+                                pkt_isset[slot].push(i);
+                            } else {
+                                pkt_rules[slot].push(i);
+                            }
                         }
                     }
                 }
@@ -374,12 +405,38 @@ impl Ids {
             }
         }
         let n = sigs.len();
+        let mut names: HashMap<String, u16> = HashMap::new();
+        let mut intern = |s: &str| {
+            let next = u16::try_from(names.len()).unwrap_or(u16::MAX);
+            *names.entry(s.to_string()).or_insert(next)
+        };
+        let bit_ops = sigs
+            .iter()
+            .map(|s| {
+                s.flowbits
+                    .iter()
+                    .map(|op| match op {
+                        rule::FlowbitOp::Set(n) => BitOp::Set(intern(n)),
+                        rule::FlowbitOp::Unset(n) => BitOp::Unset(intern(n)),
+                        rule::FlowbitOp::Toggle(n) => BitOp::Toggle(intern(n)),
+                        rule::FlowbitOp::IsSet(v) => {
+                            BitOp::IsSet(v.iter().map(|n| intern(n)).collect())
+                        }
+                        rule::FlowbitOp::IsNotSet(v) => {
+                            BitOp::IsNotSet(v.iter().map(|n| intern(n)).collect())
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
         Ids {
+            bit_ops,
             cfg,
             sigs,
             groups,
             ip_only,
             pkt_rules,
+            pkt_isset,
             flows: HashMap::new(),
             next_serial: 1,
             thresholds: HashMap::with_hasher(SipBuild(hash_key.0, hash_key.1)),
@@ -396,7 +453,7 @@ impl Ids {
     pub fn shape(&self) -> (usize, [usize; 4], Vec<usize>, Vec<usize>) {
         (
             self.ip_only.len(),
-            self.pkt_rules.each_ref().map(Vec::len),
+            [0, 1, 2, 3].map(|i| self.pkt_rules[i].len() + self.pkt_isset[i].len()),
             self.groups
                 .iter()
                 .map(|g| g.by_pattern.iter().map(Vec::len).sum())
@@ -539,7 +596,9 @@ impl Ids {
             }
         }
 
+        let bits = fs.bits.clone();
         let base = Ctx {
+            bits: &bits,
             meta,
             to_server,
             established: fs.established,
@@ -558,9 +617,32 @@ impl Ids {
                 self.try_rule(i, &base, &mut matched);
             }
         }
-        for i in self.pkt_rules[l4_slot(meta.proto)].clone() {
-            self.try_rule(i, &base, &mut matched);
+        // Header rules whose addresses and ports fit this flow direction,
+        // found once per direction (the 5-tuple does not change) and then
+        // evaluated on every packet: hundreds of ET rules carry long
+        // address lists (tor, ciarmy) and would cost a lookup each.
+        let slot = l4_slot(meta.proto);
+        if fs.hdr[d].is_none() {
+            let fit = |list: &[u32]| -> Vec<u32> {
+                list.iter()
+                    .copied()
+                    .filter(|&i| self.header_fits(i, meta))
+                    .collect()
+            };
+            fs.hdr[d] = Some((fit(&self.pkt_rules[slot]), fit(&self.pkt_isset[slot])));
         }
+        let hdr = fs.hdr[d].take();
+        if let Some((plain, isset)) = &hdr {
+            for &i in plain {
+                self.try_rule(i, &base, &mut matched);
+            }
+            if !bits.is_empty() {
+                for &i in isset {
+                    self.try_rule(i, &base, &mut matched);
+                }
+            }
+        }
+        fs.hdr[d] = hdr;
 
         if meta.proto == 6 {
             // tcp-pkt rules on the packet payload.
@@ -788,6 +870,25 @@ impl Ids {
         }
     }
 
+    /// Protocol, addresses and ports of rule `i` against a packet.
+    fn header_fits(&self, i: u32, m: &PacketMeta) -> bool {
+        let Some(s) = self.sigs.get(i as usize) else {
+            return false;
+        };
+        if !proto_ok(s.proto, m.proto) {
+            return false;
+        }
+        let (sp, dp) = m.ports();
+        let has_ports = matches!(m.l4, L4::Tcp(_) | L4::Udp { .. });
+        let fwd = |src: IpAddr, dst: IpAddr, sp: u16, dp: u16| {
+            s.src.contains(addr_value(src))
+                && s.dst.contains(addr_value(dst))
+                && (!has_ports
+                    || (s.sport.contains(u128::from(sp)) && s.dport.contains(u128::from(dp))))
+        };
+        fwd(m.src, m.dst, sp, dp) || (s.bidirectional && fwd(m.dst, m.src, dp, sp))
+    }
+
     /// Full evaluation of rule `i` against the context.
     fn rule_matches(&self, i: u32, ctx: &Ctx<'_>) -> bool {
         let Some(s) = self.sigs.get(i as usize) else {
@@ -796,6 +897,16 @@ impl Ids {
         let m = ctx.meta;
         if !proto_ok(s.proto, m.proto) {
             return false;
+        }
+        for op in self.bit_ops.get(i as usize).into_iter().flatten() {
+            let ok = match op {
+                BitOp::IsSet(v) => v.iter().any(|b| ctx.bits.contains(b)),
+                BitOp::IsNotSet(v) => v.iter().any(|b| !ctx.bits.contains(b)),
+                _ => true,
+            };
+            if !ok {
+                return false;
+            }
         }
         match s.proto {
             Proto::TcpPkt if ctx.stream => return false,
@@ -887,6 +998,23 @@ impl Ids {
             fs.passed = true;
             fire.retain(|i| pass(i) && sigs.get(*i as usize).is_some_and(|s| s.pass_alert));
         }
+        // Flowbit actions of every firing rule (silent ones included).
+        for &i in &fire {
+            for op in self.bit_ops.get(i as usize).into_iter().flatten() {
+                match op {
+                    BitOp::Set(b) if !fs.bits.contains(b) => fs.bits.push(*b),
+                    BitOp::Unset(b) => fs.bits.retain(|x| x != b),
+                    BitOp::Toggle(b) => {
+                        if fs.bits.contains(b) {
+                            fs.bits.retain(|x| x != b);
+                        } else {
+                            fs.bits.push(*b);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
         let prevent = self.cfg.mode == Mode::Prevent;
         let mut verdict = IdsVerdict::Pass;
         for i in fire {
@@ -900,6 +1028,9 @@ impl Ids {
                     (IdsVerdict::Reject, _) | (_, RuleAction::Reject) => IdsVerdict::Reject,
                     _ => IdsVerdict::Drop,
                 };
+            }
+            if s.noalert {
+                continue;
             }
             let (sport, dport) = meta.ports();
             let a = Alert {
@@ -1041,6 +1172,7 @@ fn base_copy<'a>(c: &Ctx<'a>) -> Ctx<'a> {
         http: c.http,
         sni: c.sni,
         dns: c.dns,
+        bits: c.bits,
     }
 }
 

@@ -282,3 +282,35 @@ fn dotprefix_matches_the_name_and_subdomains_only() {
         assert_eq!(sids(&mut r) == vec![1], hit, "{name}");
     }
 }
+
+#[test]
+fn flowbits_across_directions() {
+    let rules = "alert tcp any any -> any 80 (flow:to_server; content:\"login\"; flowbits:set,seen_login; flowbits:noalert; sid:1;)\n\
+alert tcp any 80 -> any any (flow:to_client; content:\"welcome\"; flowbits:isset,other|seen_login; sid:2;)\n\
+alert tcp any 80 -> any any (flow:to_client; content:\"welcome\"; flowbits:isnotset,seen_login; sid:3;)\n";
+    let run = |req: &[u8]| {
+        let mut r = engine(rules, Mode::Detect);
+        session(&mut r, S, &[(0, req)]);
+        let now = Instant::now();
+        let p = synth::tcp(
+            sa(S),
+            sa(C),
+            TcpSpec {
+                flags: ACK | PSH,
+                seq: 5000,
+                ack: 1000 + req.len() as u32,
+                ..TcpSpec::default()
+            },
+            b"welcome",
+        )
+        .unwrap();
+        r.packet(&p, now);
+        sids(&mut r)
+    };
+    assert_eq!(
+        run(b"POST /login"),
+        vec![2],
+        "sid 1 is silent, sid 2 sees the bit"
+    );
+    assert_eq!(run(b"GET /"), vec![3]);
+}

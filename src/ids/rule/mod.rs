@@ -345,6 +345,21 @@ pub struct Signature {
     pub fast: Option<(Buffer, Vec<u8>)>,
     /// `alert` keyword on a pass rule: alert as well as pass (Suricata 8).
     pub pass_alert: bool,
+    /// `flowbits` conditions and actions, in rule order.
+    pub flowbits: Vec<FlowbitOp>,
+    /// `flowbits:noalert` (or `noalert`): match silently.
+    pub noalert: bool,
+}
+
+/// A `flowbits` operation (Suricata `detect-flowbits.c`); names are interned
+/// by the engine. `IsSet`/`IsNotSet` with several names are OR groups (`a|b`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowbitOp {
+    Set(String),
+    Unset(String),
+    Toggle(String),
+    IsSet(Vec<String>),
+    IsNotSet(Vec<String>),
 }
 
 impl Signature {
@@ -357,6 +372,7 @@ impl Signature {
             && self.dsize.is_none()
             && self.itype.is_none()
             && self.icode.is_none()
+            && self.flowbits.is_empty()
     }
     /// The app protocol a rule requires (by proto or by its buffers).
     pub fn app_proto(&self) -> Option<AppProto> {
@@ -768,6 +784,8 @@ pub fn parse_rule(line: &str, vars: &Vars) -> Result<Signature, Skip> {
         detection_filter: None,
         fast: None,
         pass_alert: false,
+        flowbits: Vec::new(),
+        noalert: false,
     };
     let mut has_priority = false;
     let mut has_sid = false;
@@ -803,6 +821,39 @@ pub fn parse_rule(line: &str, vars: &Vars) -> Result<Signature, Skip> {
                 has_priority = true;
             }
             "metadata" | "reference" | "target" => {}
+            "noalert" if val.is_none() => sig.noalert = true,
+            "flowbits" => {
+                let v = need_value(val, key)?;
+                let (cmd, name) = match v.split_once(',') {
+                    Some((c, n)) => (c.trim(), Some(n.trim())),
+                    None => (v.trim(), None),
+                };
+                let names = |n: Option<&str>| -> Result<Vec<String>, Skip> {
+                    let n = n
+                        .filter(|n| !n.is_empty())
+                        .ok_or_else(|| Skip("syntax: flowbits without a name".into()))?;
+                    if n.contains('&') {
+                        return skip("unsupported: flowbits with &");
+                    }
+                    Ok(n.split('|').map(|x| x.trim().to_string()).collect())
+                };
+                let one = |n: Option<&str>| -> Result<String, Skip> {
+                    let v = names(n)?;
+                    match &v[..] {
+                        [x] => Ok(x.clone()),
+                        _ => skip("unsupported: flowbits action on several names"),
+                    }
+                };
+                match cmd {
+                    "noalert" => sig.noalert = true,
+                    "set" => sig.flowbits.push(FlowbitOp::Set(one(name)?)),
+                    "unset" => sig.flowbits.push(FlowbitOp::Unset(one(name)?)),
+                    "toggle" => sig.flowbits.push(FlowbitOp::Toggle(one(name)?)),
+                    "isset" => sig.flowbits.push(FlowbitOp::IsSet(names(name)?)),
+                    "isnotset" => sig.flowbits.push(FlowbitOp::IsNotSet(names(name)?)),
+                    other => return skip(format!("unsupported flowbits command: {other}")),
+                }
+            }
             "alert" if val.is_none() && action == RuleAction::Pass => sig.pass_alert = true,
             "content" => {
                 let v = need_value(val, key)?;

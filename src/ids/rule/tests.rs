@@ -74,8 +74,8 @@ fn flags_threshold_icmp() {
 fn skips_with_reasons_never_half_loads() {
     let cases = [
         (
-            "alert tcp any any -> any any (flowbits:set,x; content:\"a\"; sid:1;)",
-            "unsupported keyword: flowbits",
+            "alert tcp any any -> any any (xbits:set,x,track ip_src; content:\"a\"; sid:1;)",
+            "unsupported keyword: xbits",
         ),
         (
             "alert smtp any any -> any any (content:\"a\"; sid:1;)",
