@@ -7,6 +7,8 @@
 //! - [`conntrack`]: the flow table and TCP state machine.
 //! - [`rules`]: the rule model, a linear reference evaluator and the compiled classifier.
 //! - [`pipeline`]: `Pipeline::handle(packet, ingress zone, now) -> Verdict`.
+//! - [`ids`]: Suricata-syntax signatures, stream reassembly, app-layer
+//!   buffers, inline detect/prevent, EVE JSON alerts.
 //! - [`config`]: TOML -> validated config.
 //! - [`verdict`]: decisions and drop reasons.
 //! - [`wg`]: the WireGuard peer table (boringtun), keys, wg-quick import/export.

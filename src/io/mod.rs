@@ -12,6 +12,9 @@
 //! - SIGINT / SIGTERM: leave the loop (logging the counters report); dropping
 //!   the TUN fd removes the device;
 //! - SIGUSR1: log the counters report (`Pipeline::report`).
+//! - IDS alerts (`Pipeline::poll_ids_alert`) are written as EVE JSON lines to
+//!   `ids.eve_log` (opened for append before privileges are dropped), with
+//!   wall-clock timestamps mapped from the core's `Instant`s.
 //!
 //! Verdicts: `Forward(tun)` writes to the TUN, `Forward(peer)` encrypts to that
 //! peer (no session: held for the handshake or dropped and counted as

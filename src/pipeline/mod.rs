@@ -29,6 +29,12 @@
 //!    (rate-limited, never in answer to an ICMP error, a non-first fragment or
 //!    a broadcast/multicast packet).
 //!
+//! 6. **ids** (when installed with [`Pipeline::set_ids`]): the accepted
+//!    packet of a new flow and every fast-path packet are inspected
+//!    ([`crate::ids::Ids::inspect`]); in prevent mode a drop/reject signature
+//!    drops the packet and the rest of its flow (`DropReason::Ids`), a reject
+//!    also resets both ends. Alerts: [`Pipeline::poll_ids_alert`].
+//!
 //! Connection states as rules see them follow the kernel: NEW until the flow
 //! has seen a reply, then ESTABLISHED; ICMP errors about a known flow are
 //! RELATED; packets connection tracking refuses are INVALID. INVALID packets
