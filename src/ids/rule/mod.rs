@@ -702,9 +702,14 @@ fn last_content_of<'a>(
     list: &'a mut [(Buffer, Matcher)],
     key: &str,
 ) -> Result<&'a mut Content, Skip> {
-    match list.last_mut() {
-        Some((_, Matcher::Content(c))) => Ok(c),
-        _ => skip(format!("syntax: {key} without a content")),
+    // Like Suricata (DetectGetLastSMFromLists): the most recent content,
+    // past buffer-level keywords such as bsize / isdataat / pcre.
+    match list.iter_mut().rev().find_map(|(_, m)| match m {
+        Matcher::Content(c) => Some(c),
+        _ => None,
+    }) {
+        Some(c) => Ok(c),
+        None => skip(format!("syntax: {key} without a content")),
     }
 }
 

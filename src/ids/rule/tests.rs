@@ -173,3 +173,12 @@ fn bsize_urilen_isdataat_dotprefix() {
         p(r#"alert http any any -> any any (http.uri; content:"a"; dotprefix; sid:3;)"#).is_err()
     );
 }
+
+#[test]
+fn modifiers_apply_to_the_last_content_past_bsize() {
+    let s = p(r#"alert http any any -> any any (http.host; content:"ABC.example"; bsize:11; nocase; fast_pattern; sid:1;)"#).unwrap();
+    let Matcher::Content(c) = &s.buffers[0].1[0] else {
+        panic!()
+    };
+    assert!(c.nocase && c.fast_pattern);
+}
