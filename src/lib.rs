@@ -10,6 +10,7 @@
 //! - [`config`]: TOML -> validated config.
 //! - [`verdict`]: decisions and drop reasons.
 //! - [`wg`]: the WireGuard peer table (boringtun), keys, wg-quick import/export.
+//! - [`netstack`]: rootless mode's smoltcp stack and socket relay state (sans IO).
 //! - [`io`]: the tokio shell: TUN, UDP, timers, signals, privilege drop.
 //!
 //! The core does no IO, reads no clock and takes no locks: every entry point
@@ -20,6 +21,7 @@ pub mod conntrack;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod io;
+pub mod netstack;
 pub mod packet;
 pub mod pipeline;
 pub mod rules;

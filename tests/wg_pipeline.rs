@@ -90,6 +90,7 @@ fn lab() -> Lab {
             fragments: Default::default(),
             reply_per_sec: 10,
             reply_burst: 10,
+            netstack: false,
         },
         (1, 2),
         Instant::now(),

@@ -67,6 +67,8 @@ pub struct Config {
     pub fragments: FragConfig,
     pub reject: RejectLimit,
     pub log: LogConfig,
+    /// Rootless mode's stack (used when `interface.mode` is netstack).
+    pub netstack: crate::netstack::NetstackConfig,
 }
 
 /// How packets reach the host.
@@ -74,6 +76,9 @@ pub struct Config {
 pub enum Mode {
     /// A kernel TUN device (needs CAP_NET_ADMIN to create it).
     Tun,
+    /// No TUN: a userspace TCP/IP stack (smoltcp) and ordinary host sockets;
+    /// needs no privilege at all.
+    Netstack,
 }
 
 /// The gateway's own interface: the TUN device and the WireGuard socket.
@@ -247,6 +252,7 @@ impl Config {
             i.name,
             match i.mode {
                 Mode::Tun => "tun",
+                Mode::Netstack => "netstack",
             },
             addrs.join(" "),
             i.mtu,
