@@ -411,3 +411,69 @@ fn garbage_never_panics() {
     ns.handle_timeout(now + Duration::from_secs(3600 * 3));
     assert_eq!(ns.connections(), 0);
 }
+
+/// The pipeline in netstack mode routes the outside to `host`, the gateway's
+/// own addresses to `local`, and what the netstack emits back to the peer.
+#[test]
+fn pipeline_in_netstack_mode_routes_host_and_local() {
+    use crate::pipeline::{testbed, Pipeline};
+    use crate::rules::{Action, ChainDef, Rule};
+    use crate::verdict::Verdict;
+    let now = Instant::now();
+    let mut pc = testbed::config(ChainDef {
+        rules: vec![Rule::any(Action::Accept)],
+        policy: Action::Drop,
+    });
+    pc.netstack = true;
+    let mut pl = Pipeline::new(pc, testbed::KEY, now);
+    let laptop = ZoneId::peer(0);
+    let mut ns = stack(cfg(), now);
+
+    let mut syn = seg(CLIENT, SERVER, SYN, 1, 0, b"");
+    assert_eq!(
+        pl.handle(&mut syn, laptop, now),
+        Verdict::Forward(ZoneId::HOST)
+    );
+    ns.handle_packet(syn, now);
+    let Some(NetEvent::Connect { id, .. }) = ns.poll_event() else {
+        panic!("no connect")
+    };
+    ns.handle_host(id, HostInput::Connected, now);
+    let mut t = ns.poll_transmit().unwrap();
+    assert_eq!(t.zone, ZoneId::HOST);
+    assert_eq!(
+        pl.handle(&mut t.packet, t.zone, now),
+        Verdict::Forward(laptop)
+    );
+
+    // The gateway's own address: zone local (chain input).
+    let mut q = synth::udp(sa(CLIENT), sa("100.64.0.1:53"), b"q").unwrap();
+    assert_eq!(
+        pl.handle(&mut q, laptop, now),
+        Verdict::Forward(ZoneId::LOCAL)
+    );
+
+    // Gateway-originated (port forward): local -> peer through chain output.
+    let _ = ns.open_outbound(sa("100.64.0.2:8000"), now).unwrap();
+    let mut t = ns.poll_transmit().unwrap();
+    assert_eq!(t.zone, ZoneId::LOCAL);
+    assert_eq!(
+        pl.handle(&mut t.packet, t.zone, now),
+        Verdict::Forward(laptop)
+    );
+
+    // The same packet in TUN mode goes to the TUN, as before.
+    let mut tun = Pipeline::new(
+        testbed::config(ChainDef {
+            rules: vec![Rule::any(Action::Accept)],
+            policy: Action::Drop,
+        }),
+        testbed::KEY,
+        now,
+    );
+    let mut syn = seg(CLIENT, SERVER, SYN, 1, 0, b"");
+    assert_eq!(
+        tun.handle(&mut syn, laptop, now),
+        Verdict::Forward(ZoneId::TUN)
+    );
+}
