@@ -242,7 +242,7 @@ impl Shell {
                     let now = Instant::now();
                     self.net_deadline = None;
                     if let Some(net) = self.net.as_mut() {
-                        net.core.handle_timeout(now);
+                        net.core.poll(now);
                     }
                     self.flush_outs(now).await;
                 }

@@ -42,8 +42,8 @@
 //!
 //! Contract with the shell: feed packets with [`Netstack::handle_packet`],
 //! host-side happenings with [`Netstack::handle_host`], call
-//! [`Netstack::handle_timeout`] at [`Netstack::poll_at`] (and about once a
-//! second); then drain [`Netstack::poll_event`] (host socket work) and
+//! [`Netstack::poll`] at [`Netstack::poll_at`] and [`Netstack::handle_timeout`]
+//! about once a second; then drain [`Netstack::poll_event`] (host socket work) and
 //! [`Netstack::poll_transmit`] (packets towards the tunnel, which must go
 //! through the pipeline with the zone they carry). No IO, no clock reads.
 
@@ -887,8 +887,14 @@ impl Netstack {
         }
     }
 
-    /// Timers: smoltcp's (retransmits, delayed ACKs, keep-alives) and the
-    /// idle timeouts. Call at [`Netstack::poll_at`] and about once a second.
+    /// smoltcp's timers only (retransmits, probes): call at [`Netstack::poll_at`].
+    pub fn poll(&mut self, now: Instant) {
+        self.poll_iface(now);
+    }
+
+    /// Housekeeping, about once a second: smoltcp's timers, the idle
+    /// timeouts, and a pump of every TCP flow (state changes that timers
+    /// caused, like a time-wait ending). O(flows).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.poll_iface(now);
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
@@ -921,7 +927,7 @@ impl Netstack {
         }
     }
 
-    /// When [`Netstack::handle_timeout`] should run next (smoltcp's timers).
+    /// When [`Netstack::poll`] should run next (smoltcp's timers).
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
         let ts = self.ts(now);
         let at = self.iface.poll_at(ts, &self.sockets)?;
