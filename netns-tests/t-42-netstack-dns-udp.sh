@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Netstack mode: the gateway's tunnel address answers DNS over UDP and TCP by
 # forwarding to its resolver (a tiny responder on the server, 203.0.113.2:53);
-# UDP echo to the server works both ways.
+# UDP echo to the server works both ways; a denied UDP port gets nothing; a
+# closed one gets ICMP port unreachable relayed from the host.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/netstack.sh"
 need_gateway
@@ -34,3 +35,20 @@ except (socket.timeout, ConnectionRefusedError):
     pass
 PYEOF
 ok "UDP to a port the rules deny gets nothing back"
+# an allowed UDP port where nothing listens: the host's ICMP port unreachable
+# comes back to the client as one (ECONNREFUSED on its connected socket)
+in_ns client timeout 5 "$PY" - <<'PYEOF' || fail "UDP to a closed port: no port unreachable reached the client"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)
+s.connect(("203.0.113.2", 17))
+for _ in range(3):
+    s.send(b"x")
+    try:
+        s.recv(100)
+    except ConnectionRefusedError:
+        sys.exit(0)
+    except socket.timeout:
+        pass
+sys.exit(1)
+PYEOF
+ok "UDP to a closed port on the server: the client got ICMP port unreachable (ECONNREFUSED)"

@@ -396,9 +396,14 @@ async fn datagram_loop(
         tokio::select! {
             c = wrx.recv() => match c {
                 Some(WriteCmd::Data(d)) => {
-                    if let Err(e) = s.send(&d).await {
-                        tracing::debug!(error = %e, "netstack: datagram send");
+                    match s.send(&d).await {
+                        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                            let _ = tx.send((id, HostInput::Failed(FailKind::Refused)));
+                        }
+                        Err(e) => tracing::debug!(error = %e, "netstack: datagram send"),
+                        Ok(_) => {}
                     }
+                    let _ = tx.send((id, HostInput::Written(d.len())));
                 }
                 Some(WriteCmd::Shutdown) => {}
                 None => return,
@@ -412,7 +417,10 @@ async fn datagram_loop(
                     credit = credit.saturating_sub(n.max(1));
                     let _ = tx.send((id, HostInput::Data(buf.get(..n).unwrap_or_default().to_vec())));
                 }
-                // ICMP errors from earlier sends surface here (ECONNREFUSED): not fatal.
+                // ICMP port unreachable for an earlier send (connected socket).
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                    let _ = tx.send((id, HostInput::Failed(FailKind::Refused)));
+                }
                 Err(e) => tracing::debug!(error = %e, "netstack: datagram receive"),
             }
         }

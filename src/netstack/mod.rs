@@ -566,11 +566,7 @@ impl Netstack {
                         id
                     }
                 };
-                if let Some(c) = self.conns.get_mut(&id) {
-                    c.last_active = now;
-                }
-                self.events
-                    .push_back(NetEvent::ToHost { id, data: payload });
+                self.datagram_to_host(id, payload, now);
             }
             L4::Icmp(i) if i.ty == 8 || i.ty == 128 => {
                 let Some(echo_id) = i.echo_id else { return };
@@ -614,10 +610,27 @@ impl Netstack {
                     .get(usize::from(meta.l4_offset)..usize::from(meta.total_len))
                     .unwrap_or_default()
                     .to_vec();
-                self.events.push_back(NetEvent::ToHost { id, data: msg });
+                self.datagram_to_host(id, msg, now);
             }
             _ => self.stats.dropped += 1,
         }
+    }
+
+    /// Hands a datagram (UDP payload or ICMP echo message) to the host socket
+    /// unless `host_window` bytes are already waiting to be sent there
+    /// (then it is dropped, as a full socket buffer would).
+    fn datagram_to_host(&mut self, id: ConnId, data: Vec<u8>, now: Instant) {
+        let window = self.cfg.host_window;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.last_active = now;
+        if c.inflight + data.len() > window {
+            self.stats.dropped += 1;
+            return;
+        }
+        c.inflight += data.len();
+        self.events.push_back(NetEvent::ToHost { id, data });
     }
 
     /// Something happened on flow `id`'s host socket.
@@ -689,6 +702,22 @@ impl Netstack {
             (Kind::Tcp, HostInput::Written(n)) => {
                 c.inflight = c.inflight.saturating_sub(n);
                 self.pump(id, now);
+            }
+            (Kind::Udp | Kind::Ping, HostInput::Written(n)) => {
+                c.inflight = c.inflight.saturating_sub(n);
+            }
+            (Kind::Udp, HostInput::Failed(FailKind::Refused)) => {
+                // The host got an ICMP port unreachable for an earlier
+                // datagram (ECONNREFUSED on a connected socket): tell the
+                // client the same way, quoting a datagram of this flow.
+                let q = packet::synth::udp(key.client, key.server, b"");
+                if let Some(q) = q {
+                    if let Ok(m) = packet::parse(&q) {
+                        if let Some(r) = build::icmp_unreachable(&q, &m, 3, None) {
+                            self.emit(r);
+                        }
+                    }
+                }
             }
             (Kind::Udp, HostInput::Data(d)) => {
                 let n = d.len();

@@ -477,3 +477,52 @@ fn pipeline_in_netstack_mode_routes_host_and_local() {
         Verdict::Forward(ZoneId::TUN)
     );
 }
+
+#[test]
+fn udp_towards_a_stuck_host_socket_is_bounded_and_refusals_become_icmp() {
+    let now = Instant::now();
+    let mut ns = stack(cfg(), now); // host_window 4096
+    let big = [1u8; 1000];
+    for _ in 0..10 {
+        ns.handle_packet(
+            synth::udp(sa(CLIENT), sa("203.0.113.2:7"), &big).unwrap(),
+            now,
+        );
+    }
+    let ev = events(&mut ns);
+    let handed: usize = ev
+        .iter()
+        .map(|e| match e {
+            NetEvent::ToHost { data, .. } => data.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(handed, 4000, "only host_window bytes wait for the socket");
+    assert_eq!(ns.stats().dropped, 6);
+    let Some(NetEvent::Connect { id, .. }) = ev.first().cloned() else {
+        panic!("no connect")
+    };
+    ns.handle_host(id, HostInput::Written(4000), now);
+    ns.handle_packet(
+        synth::udp(sa(CLIENT), sa("203.0.113.2:7"), &big).unwrap(),
+        now,
+    );
+    assert!(events(&mut ns)
+        .iter()
+        .any(|e| matches!(e, NetEvent::ToHost { .. })));
+    // The host's ICMP port unreachable becomes one for the client; the flow stays.
+    ns.handle_host(id, HostInput::Failed(FailKind::Refused), now);
+    let tx = transmits(&mut ns);
+    let (t, m) = &tx[0];
+    assert_eq!(t.zone, ZoneId::HOST);
+    assert_eq!((m.src, m.dst), (sa(SERVER).ip(), sa(CLIENT).ip()));
+    match m.l4 {
+        L4::Icmp(i) => {
+            assert_eq!((i.ty, i.code), (3, 3));
+            let inner = i.inner.expect("quoted header");
+            assert_eq!((inner.sport, inner.dport), (40000, 7));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ns.connections(), 1);
+}
