@@ -121,15 +121,18 @@ impl Default for NetstackConfig {
             // Like a small NAT box; each idle TCP flow costs two smoltcp
             // buffers (allocated zeroed, touched only as used) and a host fd.
             max_connections: 1024,
-            // 256 KiB: enough window for ~1 Gbit/s at 2 ms RTT (BDP = 250 KB).
-            tcp_rx_buffer: 256 * 1024,
+            // 128 KiB: the window for ~1 Gbit/s at 1 ms RTT (BDP = 125 KB);
+            // measured in the lab no slower than 256 KiB. Worst case per flow
+            // with the defaults: 128 + 64 + 2 x 128 KiB = 448 KiB.
+            tcp_rx_buffer: 128 * 1024,
             // The send buffer bounds smoltcp's bursts towards the tunnel: a
             // peer's UDP receive buffer (Linux default 208 KiB, ~2.3 KiB of
             // truesize per 1.4 KB packet) drops a larger burst, and smoltcp
             // recovers slowly (it ignores duplicate ACKs that move the window).
             // 64 KiB is 1 Gbit/s at 0.5 ms RTT.
             tcp_tx_buffer: 64 * 1024,
-            host_window: 256 * 1024,
+            // One window's worth in flight to/from the host socket each way.
+            host_window: 128 * 1024,
             // Linux conntrack's established timeout is 5 days; a relay holding
             // an fd per flow is stricter: one hour.
             tcp_idle_timeout: Duration::from_secs(3600),
