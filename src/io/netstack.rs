@@ -277,7 +277,6 @@ fn run_tcp_relay(
     let txr = tx.clone();
     tokio::spawn(async move {
         let mut credit = 0usize;
-        let mut buf = vec![0u8; READ_CHUNK];
         loop {
             if credit == 0 {
                 match grx.recv().await {
@@ -286,13 +285,16 @@ fn run_tcp_relay(
                 }
                 continue;
             }
+            // A fresh buffer per read, handed over as it is: no copy, and an
+            // idle flow holds no read buffer.
             let want = credit.min(READ_CHUNK);
+            let mut buf = Vec::with_capacity(want);
             tokio::select! {
                 g = grx.recv() => match g {
                     Some(n) => credit += n,
                     None => return,
                 },
-                r = rd.read(buf.get_mut(..want).unwrap_or_default()) => match r {
+                r = rd.read_buf(&mut buf) => match r {
                     Ok(0) => {
                         let _ = txr.send((id, HostInput::Eof));
                         // Stay until the flow is closed (dropping rd is harmless).
@@ -300,8 +302,8 @@ fn run_tcp_relay(
                         return;
                     }
                     Ok(n) => {
-                        credit -= n;
-                        let _ = txr.send((id, HostInput::Data(buf.get(..n).unwrap_or_default().to_vec())));
+                        credit = credit.saturating_sub(n);
+                        let _ = txr.send((id, HostInput::Data(buf)));
                     }
                     Err(_) => {
                         let _ = txr.send((id, HostInput::Closed));

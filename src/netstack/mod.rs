@@ -862,12 +862,26 @@ impl Netstack {
         let mut to_host = Vec::new();
         while c.inflight < window && s.can_recv() {
             let want = (window - c.inflight).min(CHUNK).min(s.recv_queue());
-            let mut buf = vec![0u8; want];
-            let n = s.recv_slice(&mut buf).unwrap_or(0);
+            // Copy straight out of the ring (at most two contiguous pieces),
+            // no zero-filled buffer first.
+            let mut buf = Vec::with_capacity(want);
+            while buf.len() < want {
+                let room = want - buf.len();
+                let got = s
+                    .recv(|ring: &mut [u8]| {
+                        let n = ring.len().min(room);
+                        buf.extend_from_slice(ring.get(..n).unwrap_or_default());
+                        (n, n)
+                    })
+                    .unwrap_or(0);
+                if got == 0 {
+                    break;
+                }
+            }
+            let n = buf.len();
             if n == 0 {
                 break;
             }
-            buf.truncate(n);
             c.inflight += n;
             to_host.push(buf);
         }
