@@ -85,6 +85,7 @@ pub fn pipeline(data: &[u8]) {
         handled += 1;
         if let Verdict::Forward(out) = v {
             assert_ne!(out, zone, "a packet is never sent back to its own zone");
+            assert!(out == ZoneId::TUN || out.is_peer(), "forwarded to {out:?}");
             // whatever we forward parses (rewrites keep packets valid)
             assert!(
                 packet::parse(&buf).is_ok(),
@@ -92,10 +93,12 @@ pub fn pipeline(data: &[u8]) {
             );
         }
         while let Some(t) = p.poll_transmit() {
+            // replies are built whole; released fragments each parsed on the way in
             assert!(
-                packet::parse(&t.packet).is_ok() || p.stats().held.packets > 0,
-                "queued an unparsable reply"
+                packet::parse(&t.packet).is_ok(),
+                "queued an unparsable packet"
             );
+            assert!(t.zone == ZoneId::TUN || t.zone.is_peer());
         }
         while p.poll_event().is_some() {}
         if z & 0x10 != 0 {

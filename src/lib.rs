@@ -6,6 +6,7 @@
 //! - [`zone`]: zones (`tun`, `local`, `host`, peers, groups).
 //! - [`conntrack`]: the flow table and TCP state machine.
 //! - [`rules`]: the rule model, a linear reference evaluator and the compiled classifier.
+//! - [`nat`]: SNAT/masquerade, DNAT, load balancing, port allocation (NAT44 and NAT66).
 //! - [`pipeline`]: `Pipeline::handle(packet, ingress zone, now) -> Verdict`.
 //! - [`config`]: TOML -> validated config.
 //! - [`verdict`]: decisions and drop reasons.
@@ -21,6 +22,7 @@ pub mod conntrack;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod io;
+pub mod nat;
 pub mod netstack;
 pub mod packet;
 pub mod pipeline;

@@ -31,6 +31,7 @@ const TOP_KEYS: &[&str] = &[
     "sets",
     "chains",
     "rule",
+    "nat",
     "conntrack",
     "fragments",
     "reject",
@@ -207,8 +208,8 @@ fn family_words(f: Families) -> &'static str {
     }
 }
 
-struct Builder {
-    ctx: Ctx,
+pub(super) struct Builder {
+    pub(super) ctx: Ctx,
     base_dir: PathBuf,
 }
 
@@ -232,6 +233,7 @@ impl Builder {
         let mut chains = self.chains(top);
         self.rules(top, &zones, &sets, &mut chains);
         let [input, forward, output] = chains;
+        let nat = self.nat(top, &zones, &sets);
         let conntrack = self.conntrack(top);
         let fragments = self.fragments(top);
         let reject = self.reject(top);
@@ -246,6 +248,7 @@ impl Builder {
             input,
             forward,
             output,
+            nat,
             conntrack,
             fragments,
             reject,
@@ -380,7 +383,7 @@ impl Builder {
         iface
     }
 
-    fn bad_at(&mut self, t: Tab<'_>, key: &str, msg: &str) {
+    pub(super) fn bad_at(&mut self, t: Tab<'_>, key: &str, msg: &str) {
         if let Some(v) = t.map.get(key) {
             self.ctx.bad(&join(t.path, key), v, msg);
         }
@@ -472,7 +475,7 @@ impl Builder {
     // ---------------------------------------------------------------- peers
 
     /// The array of tables `[[key]]` at the root.
-    fn table_array<'v>(
+    pub(super) fn table_array<'v>(
         &mut self,
         top: Tab<'v>,
         key: &str,
@@ -830,7 +833,7 @@ impl Builder {
         }
     }
 
-    fn rule(
+    pub(super) fn rule(
         &mut self,
         t: Tab<'_>,
         chain: Option<usize>,

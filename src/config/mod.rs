@@ -28,6 +28,7 @@
 
 mod build;
 mod error;
+mod nat;
 pub mod parse;
 mod value;
 
@@ -63,6 +64,8 @@ pub struct Config {
     pub input: ChainDef,
     pub forward: ChainDef,
     pub output: ChainDef,
+    /// `[[nat]]` rules in file order (first match wins per stage).
+    pub nat: Vec<crate::nat::NatRule>,
     pub conntrack: CtConfig,
     pub fragments: FragConfig,
     pub reject: RejectLimit,

@@ -761,6 +761,15 @@ impl Conntrack {
         Some(out)
     }
 
+    /// True when a live, unexpired flow has `key` as its original or reply
+    /// tuple (read-only; NAT uses it to test a candidate external tuple).
+    pub fn key_in_use(&self, key: &FlowKey, now: Instant) -> bool {
+        let now = self.ns(now);
+        self.find(key)
+            .and_then(|(slot, _)| self.slab.get(slot))
+            .is_some_and(|f| f.live() && f.deadline > now)
+    }
+
     /// The flow with this id, if it is live.
     pub fn flow(&self, id: FlowId) -> Option<&Flow> {
         self.slab.get(id.0 as usize).filter(|f| f.live())

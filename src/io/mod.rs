@@ -362,6 +362,9 @@ impl Shell {
         while let Some(e) = self.pipeline.poll_event() {
             tracing::info!(target: "portcullis::rule", "{}", self.pipeline.event_line(&e));
         }
+        while let Some(e) = self.pipeline.poll_nat_event() {
+            tracing::info!(target: "portcullis::nat", "{}", self.pipeline.nat_event_line(&e));
+        }
         while let Some(t) = self.pipeline.poll_transmit() {
             self.send_to_zone(t.zone, &t.packet, now).await;
         }

@@ -23,11 +23,19 @@
 //!    from the gateway's addresses go through `output`; everything else through
 //!    `forward`. The egress zone is the peer whose AllowedIPs hold the
 //!    destination (longest prefix), otherwise the TUN. A peer may only send
-//!    from its own AllowedIPs (cryptokey routing's anti-spoofing rule).
+//!    from its own AllowedIPs (cryptokey routing's anti-spoofing rule); this
+//!    holds for new, RELATED and INVALID packets alike (a known flow's packets
+//!    match a key holding an already checked source).
 //! 5. **rules**: first match wins, then the chain policy. Accepted flows enter
 //!    connection tracking; rejects queue a TCP RST or ICMP unreachable
 //!    (rate-limited, never in answer to an ICMP error, a non-first fragment or
 //!    a broadcast/multicast packet).
+//!
+//! 6. **NAT** (`nat`): on a new flow, DNAT runs before routing and the rules
+//!    (which see the translated destination), SNAT/masquerade after the rules
+//!    accepted; the binding is the flow's reply tuple, so established packets,
+//!    replies and RELATED ICMP errors are translated on the fast path from the
+//!    flow itself. No free external tuple: a `nat_exhausted` drop and a log event.
 //!
 //! Connection states as rules see them follow the kernel: NEW until the flow
 //! has seen a reply, then ESTABLISHED; ICMP errors about a known flow are
@@ -41,6 +49,7 @@ pub mod testbed;
 pub mod trace;
 
 use crate::conntrack::{Conntrack, CtConfig, CtState, Dir, FlowId, Track};
+use crate::nat::{xlate, DnatTo, Nat, NatConfig, NatEvent};
 use crate::packet::build::{self, ReplyLimiter};
 use crate::packet::frag::{FragResult, Reassembler};
 use crate::packet::{self, proto, FragConfig, PacketMeta, L4};
@@ -75,6 +84,8 @@ pub struct PipelineConfig {
     /// (answered by the netstack) and destinations no peer routes go to zone
     /// `host` (re-originated through host sockets) instead of the TUN.
     pub netstack: bool,
+    /// NAT rules (empty: no translation).
+    pub nat: NatConfig,
 }
 
 /// A packet the pipeline originated, to be sent to `zone`.
@@ -122,6 +133,18 @@ pub struct Pipeline {
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
+    nat: Nat,
+    nat_events: VecDeque<NatEvent>,
+    /// Seeds the NAT port search (keyed from `hash_key`, so unpredictable).
+    nat_seed: (u64, u64, u64),
+    /// The translation `decide` applied to the last packet (for fragments).
+    last_xlate: Option<xlate::Tuple>,
+}
+
+/// A new flow's pending DNAT decision, carried from routing to flow creation.
+#[derive(Debug, Clone, Copy)]
+struct NewFlow {
+    dnat: Option<DnatTo>,
 }
 
 fn build_routes(peer_routes: &[(ZoneId, Vec<IpNetwork>)]) -> RouteTable {
@@ -195,6 +218,13 @@ impl Pipeline {
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats,
+            nat: Nat::new(
+                cfg.nat,
+                (hash_key.0.rotate_left(29), hash_key.1 ^ 0x5851_f42d),
+            ),
+            nat_events: VecDeque::new(),
+            nat_seed: (hash_key.1.rotate_left(7), hash_key.0 ^ 0x2545_f491, 0),
+            last_xlate: None,
         }
     }
 
@@ -211,6 +241,9 @@ impl Pipeline {
         self.local_addrs = cfg.local_addrs;
         self.netstack = cfg.netstack;
         self.limiter = ReplyLimiter::new(cfg.reply_per_sec, cfg.reply_burst);
+        let stats = self.nat.stats;
+        self.nat = Nat::new(cfg.nat, self.nat.hash_key());
+        self.nat.stats = stats;
         self.generation = self.generation.wrapping_add(1);
     }
 
@@ -307,8 +340,13 @@ impl Pipeline {
                 match self.decide(&mut datagram, &dmeta, ingress, now, t) {
                     Verdict::Forward(zone) => {
                         // The datagram is allowed: its original fragments (this
-                        // one included) leave through poll_transmit, in arrival order.
-                        for f in fragments {
+                        // one included) leave through poll_transmit, in arrival
+                        // order, translated like the datagram.
+                        let x = self.last_xlate.take();
+                        for mut f in fragments {
+                            if let (Some(x), Ok(mut fm)) = (x, packet::parse(&f)) {
+                                let _ = xlate::rewrite_to(&mut f, &mut fm, x);
+                            }
                             self.out.push_back(Transmit { zone, packet: f });
                         }
                         self.finish(Verdict::Held, len)
@@ -346,6 +384,20 @@ impl Pipeline {
                     flow.ingress()
                 };
                 let (chain, rule) = (flow.chain, flow.rule);
+                let x = xlate::is_translated(flow).then(|| xlate::target(flow, dir));
+                self.last_xlate = x;
+                if let Some(x) = x {
+                    let mut m = *meta;
+                    if xlate::rewrite_to(pkt, &mut m, x).is_err() {
+                        return Verdict::Drop(DropReason::Invalid);
+                    }
+                    self.nat.stats.translated += 1;
+                    let lim = self.nat.mss_limit(m.is_v6());
+                    if self.nat.any_mss_clamp() && packet::rewrite::set_tcp_mss(pkt, &mut m, lim) {
+                        self.nat.stats.mss_clamped += 1;
+                    }
+                    trace_step!(t, "nat", "translated to {}", tuple_line(meta.proto, &x));
+                }
                 self.stats.count_rule(chain, rule, len);
                 self.stats.fast_path.add(len);
                 trace_step!(
@@ -360,6 +412,9 @@ impl Pipeline {
                 Verdict::Forward(out)
             }
             Track::Related { id, dir } => {
+                if self.spoofed(meta, ingress, t) {
+                    return Verdict::Drop(DropReason::SpoofedSource);
+                }
                 let Some(flow) = self.ct.flow(id) else {
                     return Verdict::Drop(DropReason::Invalid);
                 };
@@ -369,14 +424,27 @@ impl Pipeline {
                     flow.ingress()
                 };
                 let chain = flow.chain;
+                let nat_flow = xlate::is_translated(flow).then(|| flow.clone());
                 trace_step!(t, "conntrack", "related to flow {} ({:?})", id.0, dir);
                 let m = match_input(meta, ingress, out, CtStateMask::RELATED);
                 let d = self.evaluate(chain, &m, t);
-                self.apply(d, chain, pkt, meta, ingress, out, None, now, t)
+                let v = self.apply(d, chain, pkt, meta, ingress, out, None, now, t);
+                if let (Verdict::Forward(_), Some(f)) = (&v, nat_flow) {
+                    let mut m = *meta;
+                    if xlate::translate_icmp_error(pkt, &mut m, &f, dir).is_err() {
+                        return Verdict::Drop(DropReason::Invalid);
+                    }
+                    self.nat.stats.icmp_errors_translated += 1;
+                    trace_step!(t, "nat", "ICMP error translated: {}", describe(&m));
+                }
+                v
             }
             Track::New => self.new_flow(pkt, meta, ingress, now, t),
             Track::Invalid(reason) => {
                 trace_step!(t, "conntrack", "invalid: {reason:?}");
+                if self.spoofed(meta, ingress, t) {
+                    return Verdict::Drop(DropReason::SpoofedSource);
+                }
                 let Some((out, chain)) = self.route(meta, ingress) else {
                     return Verdict::Drop(DropReason::Invalid);
                 };
@@ -419,12 +487,14 @@ impl Pipeline {
     ) -> Option<Verdict> {
         let flow = self.ct.flow(id)?;
         let (orig, egress, chain) = (flow.orig, flow.egress(), flow.chain);
+        let (reply_src, reply_sport) = (flow.reply.src, flow.reply.sport);
         let spoofed = orig.zone.is_peer() && self.routes.lookup(orig.src) != Some(orig.zone);
         let first = MatchInput {
             ingress: orig.zone,
             egress,
             src: orig.src,
-            dst: orig.dst,
+            // The rules saw the destination after DNAT (the reply's source).
+            dst: reply_src,
             proto: orig.proto,
             sport: if matches!(orig.proto, proto::TCP | proto::UDP) {
                 orig.sport
@@ -432,13 +502,18 @@ impl Pipeline {
                 0
             },
             dport: if matches!(orig.proto, proto::TCP | proto::UDP) {
-                orig.dport
+                reply_sport
             } else {
                 0
             },
-            icmp: match orig.proto {
-                proto::ICMP => Some((8, 0)),
-                proto::ICMPV6 => Some((128, 0)),
+            // The key keeps no ICMP type: a packet travelling the original way
+            // is one the flow's initiator sends, so its own type stands in for
+            // the first packet's (an echo flow's is an echo request; a
+            // timestamp flow's a timestamp request). Otherwise assume echo.
+            icmp: match (meta.l4, dir, orig.proto) {
+                (L4::Icmp(i), Dir::Original, _) if !i.is_error => Some((i.ty, i.code)),
+                (_, _, proto::ICMP) => Some((8, 0)),
+                (_, _, proto::ICMPV6) => Some((128, 0)),
                 _ => None,
             },
             tcp_flags: (orig.proto == proto::TCP).then_some(packet::tcp_flags::SYN),
@@ -498,6 +573,23 @@ impl Pipeline {
         Some(Verdict::Drop(reason))
     }
 
+    /// Cryptokey routing's ingress rule: a packet from a peer must come from
+    /// that peer's AllowedIPs. Checked on every path that is not a known
+    /// flow's (a flow's packets match a key that holds the checked source).
+    fn spoofed<T: Tracer>(&self, meta: &PacketMeta, ingress: ZoneId, t: &mut T) -> bool {
+        if ingress.is_peer() && self.routes.lookup(meta.src) != Some(ingress) {
+            trace_step!(
+                t,
+                "route",
+                "source {} is outside the AllowedIPs of {}",
+                meta.src,
+                self.zones.name(ingress)
+            );
+            return true;
+        }
+        false
+    }
+
     /// Where a new packet goes and which chain decides it.
     /// In netstack mode the gateway itself is zone `local` and the outside
     /// is zone `host`; in TUN mode both are behind the TUN.
@@ -533,18 +625,26 @@ impl Pipeline {
         now: Instant,
         t: &mut T,
     ) -> Verdict {
-        if ingress.is_peer() && self.routes.lookup(meta.src) != Some(ingress) {
-            trace_step!(
-                t,
-                "route",
-                "source {} is outside the AllowedIPs of {}",
-                meta.src,
-                self.zones.name(ingress)
-            );
+        if self.spoofed(meta, ingress, t) {
             return Verdict::Drop(DropReason::SpoofedSource);
         }
-        let Some((out, chain)) = self.route(meta, ingress) else {
-            trace_step!(t, "route", "no route to {}", meta.dst);
+        let dnat = self.nat.dnat(meta, ingress);
+        let xm = match dnat {
+            Some(d) => {
+                trace_step!(
+                    t,
+                    "nat",
+                    "dnat by {}: destination {} -> {}",
+                    self.nat.rule_name(d.rule),
+                    endpoint(meta.dst, meta.ports().1),
+                    endpoint(d.addr, d.port)
+                );
+                dnat_meta(meta, d)
+            }
+            None => *meta,
+        };
+        let Some((out, chain)) = self.route(&xm, ingress) else {
+            trace_step!(t, "route", "no route to {}", xm.dst);
             return Verdict::Drop(DropReason::NoRoute);
         };
         trace_step!(t, "conntrack", "new flow");
@@ -555,9 +655,19 @@ impl Pipeline {
             self.zones.name(out),
             chain.name()
         );
-        let m = match_input(meta, ingress, out, CtStateMask::NEW);
+        let m = match_input(&xm, ingress, out, CtStateMask::NEW);
         let d = self.evaluate(chain, &m, t);
-        self.apply(d, chain, pkt, meta, ingress, out, Some(()), now, t)
+        self.apply(
+            d,
+            chain,
+            pkt,
+            meta,
+            ingress,
+            out,
+            Some(NewFlow { dnat }),
+            now,
+            t,
+        )
     }
 
     fn evaluate<T: Tracer>(&mut self, chain: Chain, m: &MatchInput, t: &mut T) -> Decision {
@@ -601,7 +711,7 @@ impl Pipeline {
         meta: &PacketMeta,
         ingress: ZoneId,
         out: ZoneId,
-        create: Option<()>,
+        create: Option<NewFlow>,
         now: Instant,
         t: &mut T,
     ) -> Verdict {
@@ -613,10 +723,14 @@ impl Pipeline {
         };
         match d.action {
             Action::Accept => {
-                if create.is_some() {
+                if let Some(NewFlow { dnat }) = create {
+                    let reply = match self.nat_binding(meta, ingress, out, dnat, now, t) {
+                        Ok(r) => r,
+                        Err(v) => return v,
+                    };
                     match self
                         .ct
-                        .insert(ingress, meta, out, None, self.generation, now)
+                        .insert(ingress, meta, out, reply, self.generation, now)
                     {
                         Ok(id) => {
                             if let Some(f) = self.ct.flow_mut(id) {
@@ -626,6 +740,27 @@ impl Pipeline {
                             }
                             self.stats.flows_created += 1;
                             trace_step!(t, "conntrack", "flow {} created", id.0);
+                            if let Some(r) = reply {
+                                let x = xlate::Tuple {
+                                    src: r.dst,
+                                    dst: r.src,
+                                    sport: r.dport,
+                                    dport: r.sport,
+                                };
+                                self.last_xlate = Some(x);
+                                let mut m = *meta;
+                                if xlate::rewrite_to(pkt, &mut m, x).is_err() {
+                                    self.ct.remove(id);
+                                    return Verdict::Drop(DropReason::Invalid);
+                                }
+                                let lim = self.nat.mss_limit(m.is_v6());
+                                if self.nat.any_mss_clamp()
+                                    && packet::rewrite::set_tcp_mss(pkt, &mut m, lim)
+                                {
+                                    self.nat.stats.mss_clamped += 1;
+                                    trace_step!(t, "nat", "TCP MSS clamped to {lim}");
+                                }
+                            }
                         }
                         Err(e) => {
                             trace_step!(t, "conntrack", "flow refused: {e:?}");
@@ -686,6 +821,108 @@ impl Pipeline {
         }
     }
 
+    /// SNAT decision and external tuple for a new flow the rules accepted
+    /// (`Ok(None)`: not translated). Exhaustion is a counted drop and a log event.
+    fn nat_binding<T: Tracer>(
+        &mut self,
+        meta: &PacketMeta,
+        ingress: ZoneId,
+        out: ZoneId,
+        dnat: Option<DnatTo>,
+        now: Instant,
+        t: &mut T,
+    ) -> Result<Option<crate::conntrack::FlowKey>, Verdict> {
+        self.last_xlate = None;
+        if self.nat.is_empty() {
+            return Ok(None);
+        }
+        let xm = dnat.map_or(*meta, |d| dnat_meta(meta, d));
+        let snat = self.nat.snat(&xm, ingress, out);
+        if dnat.is_none() && snat.is_none() {
+            return Ok(None);
+        }
+        self.nat_seed.2 = self.nat_seed.2.wrapping_add(1);
+        let seed = {
+            use std::hash::Hasher as _;
+            let mut h =
+                siphasher::sip::SipHasher13::new_with_keys(self.nat_seed.0, self.nat_seed.1);
+            h.write_u64(self.nat_seed.2);
+            h.finish()
+        };
+        let rule = snat.map(|s| s.rule).or(dnat.map(|d| d.rule)).unwrap_or(0);
+        let orig = crate::conntrack::FlowKey::from_meta(ingress, meta);
+        match self
+            .nat
+            .binding(&self.ct, meta, ingress, out, dnat, snat, seed, now)
+        {
+            Ok(reply) => {
+                self.nat.bound(dnat, snat);
+                let x = xlate::Tuple {
+                    src: reply.dst,
+                    dst: reply.src,
+                    sport: reply.dport,
+                    dport: reply.sport,
+                };
+                trace_step!(
+                    t,
+                    "nat",
+                    "binding by {}: {} -> {}",
+                    self.nat.rule_name(rule),
+                    tuple_line(
+                        meta.proto,
+                        &xlate::Tuple {
+                            src: orig.src,
+                            dst: orig.dst,
+                            sport: orig.sport,
+                            dport: orig.dport
+                        }
+                    ),
+                    tuple_line(meta.proto, &x)
+                );
+                if self.nat.log_rule(rule) {
+                    self.push_nat_event(NatEvent::binding(rule, &orig, x));
+                }
+                Ok(Some(reply))
+            }
+            Err(e) => {
+                self.nat.stats.exhausted += 1;
+                trace_step!(
+                    t,
+                    "nat",
+                    "{} by {}: {e}",
+                    "no binding",
+                    self.nat.rule_name(rule)
+                );
+                self.push_nat_event(NatEvent::exhausted(rule, &orig));
+                Err(Verdict::Drop(DropReason::NatExhausted))
+            }
+        }
+    }
+
+    fn push_nat_event(&mut self, ev: NatEvent) {
+        if self.nat_events.len() >= EVENT_QUEUE {
+            self.stats.events_suppressed += 1;
+        } else {
+            self.nat_events.push_back(ev);
+        }
+    }
+
+    /// NAT log events (bindings of rules with `log = true`, exhaustion), oldest first.
+    #[must_use]
+    pub fn poll_nat_event(&mut self) -> Option<NatEvent> {
+        self.nat_events.pop_front()
+    }
+
+    /// Formats a NAT event as one line.
+    pub fn nat_event_line(&self, e: &NatEvent) -> String {
+        e.line(self.nat.rule_name(e.rule), &self.zones)
+    }
+
+    /// The NAT engine (counters, rules, balancer state).
+    pub fn nat(&self) -> &Nat {
+        &self.nat
+    }
+
     fn push_event(&mut self, ev: Event) {
         if self.events.len() >= EVENT_QUEUE {
             self.stats.events_suppressed += 1;
@@ -710,6 +947,7 @@ impl Pipeline {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.ct.expire(now, EXPIRE_BUDGET);
         self.frag.expire(now);
+        self.nat.recount(self.ct.iter().map(|(_, f)| f));
     }
 
     pub fn zones(&self) -> &ZoneTable {
@@ -830,6 +1068,16 @@ impl PipelineConfig {
             reply_per_sec: c.reject.per_sec,
             reply_burst: c.reject.burst,
             netstack: c.interface.mode == crate::config::Mode::Netstack,
+            nat: NatConfig {
+                rules: c.nat.clone(),
+                local_nets: c.interface.addresses.clone(),
+                peer_routes: c
+                    .peers
+                    .iter()
+                    .map(|p| (p.zone, p.allowed_ips.clone()))
+                    .collect(),
+                mtu: c.interface.mtu,
+            },
         }
     }
 }
@@ -884,6 +1132,14 @@ impl Pipeline {
                 );
             }
         }
+        let n = self.nat.stats;
+        if !self.nat.is_empty() {
+            let _ = writeln!(
+                out,
+                "nat: snat bindings {}, dnat bindings {}, exhausted {}, translated packets {}, icmp errors translated {}, mss clamped {}",
+                n.snat_bindings, n.dnat_bindings, n.exhausted, n.translated, n.icmp_errors_translated, n.mss_clamped
+            );
+        }
         let _ = writeln!(
             out,
             "conntrack: {} flows (created {}, revoked by reload {}); replies sent {}, suppressed {}",
@@ -917,6 +1173,48 @@ impl Pipeline {
             self.zones.name(e.egress),
         )
     }
+}
+
+/// `addr:port` (`[v6]:port`).
+pub fn endpoint(a: IpAddr, p: u16) -> String {
+    match a {
+        IpAddr::V6(v6) => format!("[{v6}]:{p}"),
+        a => format!("{a}:{p}"),
+    }
+}
+
+/// A translated tuple for traces and logs.
+pub fn tuple_line(proto_: u8, x: &xlate::Tuple) -> String {
+    if matches!(proto_, proto::TCP | proto::UDP) {
+        format!(
+            "{} {} -> {}",
+            proto_name(proto_),
+            endpoint(x.src, x.sport),
+            endpoint(x.dst, x.dport)
+        )
+    } else if matches!(proto_, proto::ICMP | proto::ICMPV6) {
+        format!(
+            "{} {} -> {} id {}",
+            proto_name(proto_),
+            x.src,
+            x.dst,
+            x.sport
+        )
+    } else {
+        format!("{} {} -> {}", proto_name(proto_), x.src, x.dst)
+    }
+}
+
+/// The packet summary as the rules see it after DNAT.
+fn dnat_meta(meta: &PacketMeta, d: DnatTo) -> PacketMeta {
+    let mut m = *meta;
+    m.dst = d.addr;
+    match &mut m.l4 {
+        L4::Tcp(t) => t.dport = d.port,
+        L4::Udp { dport, .. } => *dport = d.port,
+        _ => {}
+    }
+    m
 }
 
 /// The name of an IP protocol number for logs.

@@ -63,6 +63,7 @@ pub fn config(forward: ChainDef) -> PipelineConfig {
         reply_per_sec: 1000,
         reply_burst: 1000,
         netstack: false,
+        nat: Default::default(),
     }
 }
 

@@ -17,6 +17,9 @@ pub mod classifier;
 pub mod linear;
 pub mod model;
 
+#[cfg(test)]
+mod tests;
+
 pub use classifier::{Classifier, ClassifierStats};
 pub use model::*;
 
