@@ -81,6 +81,18 @@ lab_up() { # lab up args (the gateway kind comes from NETNS_GATEWAY unless given
 
 in_ns() { local n="$1"; shift; ip netns exec "pl${ID}-$n" "$@"; }
 
+# portcullis ctl against the lab gateway's control socket
+ctl() { "$PORTCULLIS_BIN" ctl --socket "$S/control.sock" "$@"; }
+
+# After editing $S/gateway.toml: keep it readable by the gateway (nobody).
+cfg_perms() { chgrp "$(id -gn nobody)" "$S/gateway.toml"; chmod 0640 "$S/gateway.toml"; }
+
+# Operations tests need the portcullis gateway itself.
+need_portcullis() {
+  [ "$GATEWAY_KIND" = portcullis ] || skip "operations test: needs the portcullis gateway (NETNS_GATEWAY=$GATEWAY_KIND)"
+  need_gateway
+}
+
 # Wait until NODE can ping ADDR (the first packets pay for the handshake).
 wait_ping() { # NODE ADDR [seconds]
   local n="$1" a="$2" t="${3:-10}" end

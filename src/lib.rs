@@ -12,13 +12,18 @@
 //! - [`verdict`]: decisions and drop reasons.
 //! - [`wg`]: the WireGuard peer table (boringtun), keys, wg-quick import/export.
 //! - [`netstack`]: rootless mode's smoltcp stack and socket relay state (sans IO).
-//! - [`io`]: the tokio shell: TUN, UDP, timers, signals, privilege drop.
+//! - [`shaper`]: token buckets (per peer, per rule) and connection limits.
+//! - [`telemetry`]: EVE JSON records, Prometheus exposition, pcap format, log rate limit.
+//! - [`control`]: the control protocol (`portcullis ctl`) and its pure handler.
+//! - [`io`]: the tokio shell: TUN, UDP, timers, signals, privilege drop,
+//!   control socket, metrics endpoint, event and pcap files, hot reload.
 //!
 //! The core does no IO, reads no clock and takes no locks: every entry point
 //! takes `now`. Sockets, the TUN device, signals and the clock live in `io`.
 
 pub mod config;
 pub mod conntrack;
+pub mod control;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod io;
@@ -27,6 +32,8 @@ pub mod netstack;
 pub mod packet;
 pub mod pipeline;
 pub mod rules;
+pub mod shaper;
+pub mod telemetry;
 pub mod tracecmd;
 pub mod verdict;
 pub mod wg;

@@ -52,6 +52,111 @@ enum Command {
     Import(ImportArgs),
     /// Print a ready wg-quick configuration for one peer (a client of this gateway).
     PeerConfig(PeerConfigArgs),
+    /// Talk to the running gateway over its control socket: status, peers,
+    /// flows, rule counters, reload.
+    ///
+    /// The socket (control.socket, default /run/portcullis/control.sock) is
+    /// mode 0600 (root only) or 0660 with control.group; other users get a
+    /// permission error. Output is for humans; --json prints the reply's
+    /// data as JSON for scripts. Exit status 1 when the gateway answers with
+    /// an error (a rejected reload prints every problem).
+    Ctl(CtlArgs),
+    /// Print a shell completion script for bash, zsh, fish, elvish or powershell.
+    ///
+    /// Example: portcullis completions bash > /etc/bash_completion.d/portcullis
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+portcullis ctl status\n  \
+portcullis ctl peers --json\n  \
+portcullis ctl conntrack --peer laptop --state established\n  \
+portcullis ctl conntrack --addr 203.0.113.9 --flush\n  \
+portcullis ctl rules\n  \
+portcullis ctl reload")]
+struct CtlArgs {
+    /// The gateway's control socket.
+    #[arg(
+        short,
+        long,
+        value_name = "PATH",
+        env = "PORTCULLIS_SOCKET",
+        default_value = portcullis::config::ops::DEFAULT_SOCKET,
+        global = true
+    )]
+    socket: PathBuf,
+    /// Print the reply as JSON (the `data` of the reply) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Seconds to wait for the reply.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, global = true)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum CtlCommand {
+    /// Version, interface, uptime, peers with a session, flows, rule generation.
+    Status,
+    /// Each peer: endpoint, latest handshake, bytes each way, allowed IPs (like `wg show`).
+    Peers,
+    /// List tracked flows (filters combine with AND), or remove them with --flush.
+    Conntrack(CtlConntrackArgs),
+    /// Every rule and chain policy with its packet and byte counters.
+    Rules,
+    /// Packet counters by verdict, drops by reason, limits, flows, IO counters.
+    Stats,
+    /// Reload the configuration file (like SIGHUP) and report what changed or
+    /// every problem found; on a problem the running configuration stays.
+    Reload,
+    /// NAT bindings (not available yet in this build).
+    Nat,
+    /// Block an address (needs the IDS blocklist; not available yet in this build).
+    Block {
+        /// The address or network to block.
+        addr: String,
+    },
+    /// Remove an address from the blocklist (not available yet in this build).
+    Unblock {
+        /// The address or network to unblock.
+        addr: String,
+    },
+    /// List blocked addresses (not available yet in this build).
+    Blocklist,
+}
+
+#[derive(Debug, Args)]
+struct CtlConntrackArgs {
+    /// Flows with this address at either end.
+    #[arg(long, value_name = "IP")]
+    addr: Option<std::net::IpAddr>,
+    /// Flows with this port at either end.
+    #[arg(long, value_name = "PORT")]
+    port: Option<u16>,
+    /// Flows entering from or leaving to this zone (a peer name or `tun`).
+    #[arg(long, value_name = "NAME")]
+    peer: Option<String>,
+    /// Flows in this state (established, syn_sent, time_wait, udp_replied, icmp, ...).
+    #[arg(long, value_name = "STATE")]
+    state: Option<String>,
+    /// Flows of this protocol (tcp, udp, icmp, icmpv6 or a number).
+    #[arg(long, value_name = "PROTO")]
+    proto: Option<String>,
+    /// Remove the selected flows (all flows without filters) instead of listing them.
+    #[arg(long)]
+    flush: bool,
+    /// List at most this many flows.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
 }
 
 /// The config file option shared by the subcommands that read it.
@@ -165,6 +270,15 @@ fn main() -> ExitCode {
         Command::Pubkey(a) => cmd_pubkey(a),
         Command::Import(a) => cmd_import(a),
         Command::PeerConfig(a) => cmd_peer_config(a),
+        Command::Ctl(a) => cmd_ctl(a),
+        Command::Completions(a) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(a.shell, &mut cmd, "portcullis", &mut out);
+            // a closed pipe (`| head`) is not an error
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &out);
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
@@ -322,5 +436,62 @@ fn cmd_peer_config(args: PeerConfigArgs) -> Result<ExitCode> {
         persistent_keepalive: args.keepalive,
     };
     print!("{}", peer_config(&client));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_ctl(args: CtlArgs) -> Result<ExitCode> {
+    use portcullis::control::{render, Command as C, FlowFilter, Request};
+    let cmd = match args.command {
+        CtlCommand::Status => C::Status,
+        CtlCommand::Peers => C::Peers,
+        CtlCommand::Conntrack(a) => C::Conntrack {
+            filter: FlowFilter {
+                addr: a.addr,
+                port: a.port,
+                peer: a.peer,
+                state: a.state,
+                proto: a.proto,
+            },
+            flush: a.flush,
+            limit: a.limit,
+        },
+        CtlCommand::Rules => C::Rules,
+        CtlCommand::Stats => C::Stats,
+        CtlCommand::Reload => C::Reload,
+        CtlCommand::Nat => C::Nat,
+        CtlCommand::Block { addr } => C::Block { addr },
+        CtlCommand::Unblock { addr } => C::Unblock { addr },
+        CtlCommand::Blocklist => C::Blocklist,
+    };
+    let req = Request::new(cmd.clone());
+    let reply = portcullis::io::control::request(
+        &args.socket,
+        &req,
+        std::time::Duration::from_secs(args.timeout.max(1)),
+    )?;
+    if !reply.ok {
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&reply)?);
+        }
+        eprintln!(
+            "portcullis: {}",
+            reply
+                .error
+                .as_deref()
+                .unwrap_or("the gateway refused the request")
+        );
+        for e in &reply.errors {
+            eprintln!("  {e}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reply.data)?);
+    } else {
+        print!(
+            "{}",
+            render::human(&cmd, &reply).map_err(anyhow::Error::msg)?
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -25,6 +25,8 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod ops;
+
 const TOP_KEYS: &[&str] = &[
     "interface",
     "peer",
@@ -37,6 +39,12 @@ const TOP_KEYS: &[&str] = &[
     "reject",
     "log",
     "netstack",
+    // operations sections (build/ops.rs)
+    "control",
+    "metrics",
+    "events",
+    "capture",
+    "limits",
 ];
 const INTERFACE_KEYS: &[&str] = &[
     "name",
@@ -239,6 +247,7 @@ impl Builder {
         let reject = self.reject(top);
         let log = self.log(top);
         let netstack = self.netstack(top);
+        let ops = self.ops(top, &zones, [&input, &forward, &output]);
         Config {
             source,
             interface,
@@ -254,6 +263,7 @@ impl Builder {
             reject,
             log,
             netstack,
+            ops,
         }
     }
 

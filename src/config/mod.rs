@@ -29,6 +29,7 @@
 mod build;
 mod error;
 mod nat;
+pub mod ops;
 pub mod parse;
 mod value;
 
@@ -72,6 +73,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Rootless mode's stack (used when `interface.mode` is netstack).
     pub netstack: crate::netstack::NetstackConfig,
+    /// Control socket, metrics, events, capture, limits (`config::ops`).
+    pub ops: ops::Ops,
 }
 
 /// How packets reach the host.

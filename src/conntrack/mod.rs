@@ -294,6 +294,49 @@ pub struct Conntrack {
     refused_full: u64,
     expired: u64,
     invalid: [u64; 5],
+    report_ended: bool,
+    ended: std::collections::VecDeque<Ended>,
+    ended_lost: u64,
+}
+
+/// Most ended flows waiting in the queue: 8192 clones of ~170 bytes is
+/// ~1.4 MiB, far more than one `expire` batch the pipeline asks for.
+pub const ENDED_MAX: usize = 8192;
+
+/// Why a flow left the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndCause {
+    /// Its timeout passed.
+    Expired,
+    /// Removed by [`Conntrack::remove`] (a revoked flow, `ctl conntrack flush` with a filter).
+    Removed,
+    /// An unassured flow evicted to make room (table pressure).
+    Evicted,
+    /// A TCP flow re-opened by a new SYN on the same tuple.
+    Reopened,
+    /// [`Conntrack::flush`].
+    Flushed,
+}
+
+impl EndCause {
+    pub fn name(self) -> &'static str {
+        match self {
+            EndCause::Expired => "timeout",
+            EndCause::Removed => "removed",
+            EndCause::Evicted => "evicted",
+            EndCause::Reopened => "reopened",
+            EndCause::Flushed => "flushed",
+        }
+    }
+}
+
+/// A flow that left the table, with its final counters.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    /// The slot it had (reused by later flows).
+    pub id: FlowId,
+    pub flow: Flow,
+    pub cause: EndCause,
 }
 
 impl Conntrack {
@@ -322,7 +365,38 @@ impl Conntrack {
             refused_full: 0,
             expired: 0,
             invalid: [0; 5],
+            report_ended: false,
+            ended: std::collections::VecDeque::new(),
+            ended_lost: 0,
         }
+    }
+
+    /// Turns on the ended-flow queue: from now on every flow that leaves the
+    /// table (expiry, removal, eviction, reopen, flush) is queued for
+    /// [`Conntrack::poll_ended`] (at most [`ENDED_MAX`] waiting; more are
+    /// counted in [`Conntrack::ended_lost`]). Off by default: no cost.
+    pub fn set_report_ended(&mut self, on: bool) {
+        self.report_ended = on;
+        if !on {
+            self.ended.clear();
+        }
+    }
+
+    /// The next ended flow (oldest first). Drain after every call that may
+    /// remove flows (`track`, `insert`, `remove`, `expire`, `flush`).
+    #[must_use]
+    pub fn poll_ended(&mut self) -> Option<Ended> {
+        self.ended.pop_front()
+    }
+
+    /// True if ended flows wait in the queue.
+    pub fn has_ended(&self) -> bool {
+        !self.ended.is_empty()
+    }
+
+    /// Ended flows not queued because the queue was full.
+    pub fn ended_lost(&self) -> u64 {
+        self.ended_lost
     }
 
     pub fn config(&self) -> &CtConfig {
@@ -363,7 +437,7 @@ impl Conntrack {
         let (slot, dir) = self.find(key)?;
         let f = self.slab.get(slot)?;
         if f.deadline <= now {
-            self.remove_slot(slot);
+            self.remove_slot(slot, EndCause::Expired);
             self.expired += 1;
             return None;
         }
@@ -516,7 +590,7 @@ impl Conntrack {
             tcp::Outcome::BadState => Track::Invalid(InvalidReason::BadState),
             tcp::Outcome::OutOfWindow => Track::Invalid(InvalidReason::OutOfWindow),
             tcp::Outcome::Reopen => {
-                self.remove_slot(slot);
+                self.remove_slot(slot, EndCause::Reopened);
                 self.removed += 1;
                 self.tcp_no_flow(t)
             }
@@ -642,12 +716,14 @@ impl Conntrack {
             return false;
         }
         let slot = head as usize;
-        if self.slab.get(slot).is_some_and(|f| f.deadline <= now) {
+        let cause = if self.slab.get(slot).is_some_and(|f| f.deadline <= now) {
             self.expired += 1;
+            EndCause::Expired
         } else {
             self.evicted_early += 1;
-        }
-        self.remove_slot(slot);
+            EndCause::Evicted
+        };
+        self.remove_slot(slot, cause);
         true
     }
 
@@ -736,7 +812,7 @@ impl Conntrack {
     }
 
     /// Removes a live flow from the index, the lists and the counts.
-    fn remove_slot(&mut self, slot: usize) -> Option<Flow> {
+    fn remove_slot(&mut self, slot: usize, cause: EndCause) -> Option<Flow> {
         let f = self.slab.get(slot)?;
         if !f.live() {
             return None;
@@ -753,6 +829,17 @@ impl Conntrack {
         let free_head = self.free_head;
         let f = self.slab.get_mut(slot)?;
         let out = f.clone();
+        if self.report_ended {
+            if self.ended.len() < ENDED_MAX {
+                self.ended.push_back(Ended {
+                    id: FlowId(slot as u32),
+                    flow: out.clone(),
+                    cause,
+                });
+            } else {
+                self.ended_lost += 1;
+            }
+        }
         f.flags = 0;
         f.prev = NIL;
         f.next = free_head;
@@ -782,7 +869,7 @@ impl Conntrack {
 
     /// Removes a flow; returns it.
     pub fn remove(&mut self, id: FlowId) -> Option<Flow> {
-        let f = self.remove_slot(id.0 as usize)?;
+        let f = self.remove_slot(id.0 as usize, EndCause::Removed)?;
         self.removed += 1;
         Some(f)
     }
@@ -813,7 +900,7 @@ impl Conntrack {
                 .get(slot)
                 .is_some_and(|f| f.live() && f.deadline <= now)
             {
-                self.remove_slot(slot);
+                self.remove_slot(slot, EndCause::Expired);
                 self.expired += 1;
                 removed += 1;
             }
@@ -841,6 +928,22 @@ impl Conntrack {
 
     /// Removes every flow (keeps the allocation).
     pub fn flush(&mut self) {
+        if self.report_ended {
+            for (slot, f) in self.slab.iter().enumerate() {
+                if !f.live() {
+                    continue;
+                }
+                if self.ended.len() < ENDED_MAX {
+                    self.ended.push_back(Ended {
+                        id: FlowId(slot as u32),
+                        flow: f.clone(),
+                        cause: EndCause::Flushed,
+                    });
+                } else {
+                    self.ended_lost += 1;
+                }
+            }
+        }
         self.removed += self.len as u64;
         self.slab.clear();
         self.index.clear();

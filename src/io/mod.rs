@@ -11,7 +11,17 @@
 //!   `pipeline.handle_timeout`;
 //! - SIGINT / SIGTERM: leave the loop (logging the counters report); dropping
 //!   the TUN fd removes the device;
-//! - SIGUSR1: log the counters report (`Pipeline::report`).
+//! - SIGUSR1: log the counters report (`Pipeline::report`);
+//! - SIGHUP or `ctl reload`: hot reload ([`reload`]): the config is read and
+//!   compiled in a blocking task, then swapped in between two packets;
+//! - control requests ([`control`]) and metrics scrapes ([`metrics`]): small
+//!   tasks read the sockets and hand complete requests to the loop, which
+//!   answers from the state it owns (no locks, no shared state).
+//!
+//! Per packet the loop also measures the pipeline latency (receive to verdict
+//! carried out: one extra clock read), writes the packet to the pcap capture
+//! when it qualifies ([`capture`]), and feeds drops, rule log events and flow
+//! ends to the rate-limited event stream ([`events`]).
 //!
 //! Verdicts: `Forward(tun)` writes to the TUN, `Forward(peer)` encrypts to that
 //! peer (no session: held for the handshake or dropped and counted as
@@ -28,8 +38,13 @@
 //! Logging (`tracing`): a startup line with the listen port and public key;
 //! verdicts at debug; the first and every 2^n-th drop of each reason at info.
 
+pub mod capture;
+pub mod control;
+pub mod events;
+pub mod metrics;
 pub mod netstack;
 pub mod privs;
+pub mod reload;
 pub mod tun;
 
 use crate::pipeline::{Pipeline, PipelineConfig};
@@ -62,6 +77,12 @@ pub struct RunSettings {
     /// TUN device or the userspace stack.
     pub mode: crate::config::Mode,
     pub netstack: crate::netstack::NetstackConfig,
+    /// The config file (for reloads); `None`: reload unavailable.
+    pub config_path: Option<std::path::PathBuf>,
+    pub ops: crate::config::ops::Ops,
+    /// Each peer's AllowedIPs, by name (for `ctl peers`).
+    pub peer_ips: Vec<(String, Vec<IpNetwork>)>,
+    pub log: crate::config::LogConfig,
 }
 
 /// Counters kept by the shell.
@@ -108,6 +129,30 @@ pub fn run(settings: RunSettings) -> anyhow::Result<()> {
     };
     let (udp, dual) = tun::bind_udp(settings.wg.listen_port)?;
     let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
+    // Sockets that need privileges (a root-owned directory) come before the drop.
+    let ctl = match &settings.ops.control.socket {
+        Some(path) => match control::bind(path, settings.ops.control.group.as_deref()) {
+            Ok(l) => {
+                tracing::info!(socket = %path.display(), "control socket ready");
+                Some(l)
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "control socket unavailable; running without it");
+                None
+            }
+        },
+        None => None,
+    };
+    let metrics_listener = match settings.ops.metrics {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("metrics.listen: cannot listen on {addr}"))?;
+            l.set_nonblocking(true)?;
+            tracing::info!(%addr, "metrics endpoint ready (GET /metrics)");
+            Some(l)
+        }
+        None => None,
+    };
     match &settings.user {
         Some(u) => {
             let ids = privs::drop_privileges(u)
@@ -153,13 +198,31 @@ pub fn run(settings: RunSettings) -> anyhow::Result<()> {
                 hk.1 ^ 0x27d4_eb2f_1656_67c5,
             );
             Some(
-                netstack::NetShell::new(settings.netstack, locals, usize::from(settings.mtu), nk)
-                    .await?,
+                netstack::NetShell::new(
+                    settings.netstack.clone(),
+                    locals,
+                    usize::from(settings.mtu),
+                    nk,
+                )
+                .await?,
             )
         } else {
             None
         };
-        let pipeline = Pipeline::new(settings.pipeline, hk, Instant::now());
+        let mut pipeline = Pipeline::new(settings.pipeline.clone(), hk, Instant::now());
+        pipeline.set_shaper(&settings.ops.limits);
+        let events = events::EventSink::new(&settings.ops.events);
+        pipeline.set_flow_log(events.wants_flows());
+        let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(16);
+        if let Some(l) = ctl {
+            let l = tokio::net::UnixListener::from_std(l).context("control socket async")?;
+            tokio::spawn(control::serve(l, ctl_tx.clone()));
+        }
+        let (scrape_tx, scrape_rx) = tokio::sync::mpsc::channel(16);
+        if let Some(l) = metrics_listener {
+            let l = tokio::net::TcpListener::from_std(l).context("metrics socket async")?;
+            tokio::spawn(metrics::serve(l, scrape_tx.clone()));
+        }
         let mut shell = Shell {
             tun,
             net,
@@ -170,6 +233,18 @@ pub fn run(settings: RunSettings) -> anyhow::Result<()> {
             pipeline,
             counters: IoCounters::default(),
             outs: Vec::new(),
+            capture: capture::RotatingPcap::new(&settings.ops.capture),
+            events,
+            latency: crate::telemetry::histogram::Histogram::default(),
+            started: Instant::now(),
+            reloads_ok: 0,
+            reloads_failed: 0,
+            reload_task: None,
+            reload_waiters: Vec::new(),
+            settings,
+            ctl_rx,
+            scrape_rx,
+            _keep: (ctl_tx, scrape_tx),
         };
         shell.run_loop().await?;
         anyhow::Ok(shell.counters)
@@ -191,6 +266,38 @@ struct Shell {
     pipeline: Pipeline,
     counters: IoCounters,
     outs: Vec<WgOutput>,
+    capture: Option<capture::RotatingPcap>,
+    events: events::EventSink,
+    latency: crate::telemetry::histogram::Histogram,
+    started: Instant,
+    reloads_ok: u64,
+    reloads_failed: u64,
+    reload_task: Option<tokio::task::JoinHandle<Result<reload::Loaded, Vec<String>>>>,
+    reload_waiters: Vec<tokio::sync::oneshot::Sender<String>>,
+    /// The settings in force (updated by reloads).
+    settings: RunSettings,
+    ctl_rx: tokio::sync::mpsc::Receiver<control::CtlMsg>,
+    scrape_rx: tokio::sync::mpsc::Receiver<metrics::Scrape>,
+    /// Senders kept so the receivers pend (instead of closing) without sockets.
+    _keep: (
+        tokio::sync::mpsc::Sender<control::CtlMsg>,
+        tokio::sync::mpsc::Sender<metrics::Scrape>,
+    ),
+}
+
+async fn wait_reload(
+    t: &mut Option<tokio::task::JoinHandle<Result<reload::Loaded, Vec<String>>>>,
+) -> Result<reload::Loaded, Vec<String>> {
+    match t.as_mut() {
+        Some(h) => {
+            let r = h
+                .await
+                .unwrap_or_else(|e| Err(vec![format!("reload task failed: {e}")]));
+            *t = None;
+            r
+        }
+        None => std::future::pending().await,
+    }
 }
 
 impl Shell {
@@ -199,6 +306,7 @@ impl Shell {
         let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
         let mut sigusr1 = signal(SignalKind::user_defined1()).context("SIGUSR1 handler")?;
+        let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_housekeeping = Instant::now();
@@ -209,6 +317,15 @@ impl Shell {
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
                 _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
                 _ = sigusr1.recv() => { self.log_report(); }
+                _ = sighup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    self.start_reload(None);
+                }
+                r = wait_reload(&mut self.reload_task) => { self.finish_reload(r); }
+                Some(m) = self.ctl_rx.recv() => { self.on_ctl(m); }
+                Some(sc) = self.scrape_rx.recv() => {
+                    let _ = sc.reply.send(self.render_metrics());
+                }
                 r = tun_recv(&self.tun, &mut tun_buf) => {
                     let n = r.context("TUN read")?;
                     self.counters.tun_rx += 1;
@@ -249,6 +366,10 @@ impl Shell {
                 _ = tick.tick() => {
                     let now = Instant::now();
                     self.wg.update_timers(now, &mut self.outs);
+                    self.events.tick(now);
+                    if let Some(c) = self.capture.as_mut() {
+                        c.flush();
+                    }
                     if now.duration_since(last_housekeeping) >= HOUSEKEEPING {
                         self.pipeline.handle_timeout(now);
                         if let Some(net) = self.net.as_mut() {
@@ -262,7 +383,194 @@ impl Shell {
             }
         }
         self.log_report();
+        self.events.tick(Instant::now());
+        if let Some(c) = self.capture.as_mut() {
+            c.flush();
+        }
         Ok(())
+    }
+
+    fn io_map(&self) -> std::collections::BTreeMap<String, u64> {
+        let c = &self.counters;
+        let mut m: std::collections::BTreeMap<String, u64> = [
+            ("tun_rx", c.tun_rx),
+            ("tun_tx", c.tun_tx),
+            ("udp_rx", c.udp_rx),
+            ("udp_tx", c.udp_tx),
+            ("send_errors", c.send_errors),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (k, v) in &c.drops {
+            m.insert(format!("drop_{k}"), *v);
+        }
+        m
+    }
+
+    fn on_ctl(&mut self, m: control::CtlMsg) {
+        let peers = self.wg.stats();
+        let ips = self.settings.peer_ips.clone();
+        let allowed = move |name: &str| -> Vec<String> {
+            ips.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.iter().map(ToString::to_string).collect())
+                .unwrap_or_default()
+        };
+        let status = crate::control::StatusBase {
+            config: self
+                .settings
+                .config_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            interface: self.settings.tun_name.clone(),
+            listen_port: self.udp.local_addr().map(|a| a.port()).unwrap_or(0),
+            public_key: encode_key(&self.wg.public_key()),
+            uptime_secs: self.started.elapsed().as_secs(),
+            reloads: self.reloads_ok,
+        };
+        let io = self.io_map();
+        let mut view = crate::control::View {
+            pipeline: &mut self.pipeline,
+            peers: &peers,
+            allowed_ips: &allowed,
+            status,
+            io,
+            now: Instant::now(),
+        };
+        match crate::control::handle(&m.line, &mut view) {
+            crate::control::Outcome::Reply(r) => {
+                let _ = m.reply.send(r.to_line());
+            }
+            crate::control::Outcome::Reload => self.start_reload(Some(m.reply)),
+        }
+        // a flush may have ended flows
+        self.drain_flow_ends(Instant::now());
+    }
+
+    fn render_metrics(&self) -> String {
+        let peers = self.wg.stats();
+        crate::telemetry::metrics::render(
+            &self.pipeline,
+            &crate::telemetry::metrics::ShellMetrics {
+                peers: &peers,
+                latency: Some(&self.latency),
+                io_drops: Some(&self.counters.drops),
+                log_suppressed: self.events.suppressed(),
+                capture_packets: self.capture.as_ref().map_or(0, |c| c.packets),
+                reloads_ok: self.reloads_ok,
+                reloads_failed: self.reloads_failed,
+                uptime_secs: self.started.elapsed().as_secs_f64(),
+            },
+        )
+    }
+
+    /// Starts a reload in a blocking task (one at a time; later requests
+    /// wait for the running one's result).
+    fn start_reload(&mut self, waiter: Option<tokio::sync::oneshot::Sender<String>>) {
+        let Some(path) = self.settings.config_path.clone() else {
+            if let Some(w) = waiter {
+                let _ = w.send(
+                    crate::control::Response::err("reload unavailable: no config file").to_line(),
+                );
+            }
+            return;
+        };
+        if let Some(w) = waiter {
+            self.reload_waiters.push(w);
+        }
+        if self.reload_task.is_none() {
+            let started = Instant::now();
+            self.reload_task = Some(tokio::task::spawn_blocking(move || {
+                reload::load(&path, started)
+            }));
+        }
+    }
+
+    fn finish_reload(&mut self, r: Result<reload::Loaded, Vec<String>>) {
+        let result = r.and_then(|l| self.apply_reload(l));
+        match &result {
+            Ok(rep) => {
+                self.reloads_ok += 1;
+                tracing::info!(
+                    generation = rep.rule_generation,
+                    rules = rep.rules,
+                    added = ?rep.peers_added,
+                    removed = ?rep.peers_removed,
+                    changed = ?rep.peers_changed,
+                    elapsed_ms = rep.elapsed_ms,
+                    "configuration reloaded"
+                );
+                for n in &rep.needs_restart {
+                    tracing::warn!(setting = %n, "changed setting not applied until a restart");
+                }
+            }
+            Err(errs) => {
+                self.reloads_failed += 1;
+                tracing::error!(
+                    problems = errs.len(),
+                    "reload rejected; the running configuration is unchanged"
+                );
+                for e in errs {
+                    tracing::error!("  {e}");
+                }
+            }
+        }
+        let line = crate::control::reload_response(result).to_line();
+        for w in self.reload_waiters.drain(..) {
+            let _ = w.send(line.clone());
+        }
+    }
+
+    /// Swaps a loaded config in. Peers first (the only step that can still
+    /// fail, and it changes nothing when it does), then the rules.
+    fn apply_reload(
+        &mut self,
+        l: reload::Loaded,
+    ) -> Result<crate::control::ReloadReport, Vec<String>> {
+        let needs_restart = reload::needs_restart(&self.settings, &l.settings);
+        let ch = self
+            .wg
+            .update_peers(l.settings.wg.peers.clone())
+            .map_err(|e| vec![format!("peers: {e}")])?;
+        self.pipeline.reload_prepared(l.prepared);
+        self.pipeline.set_shaper(&l.settings.ops.limits);
+        self.events.reconfigure(&l.settings.ops.events);
+        self.pipeline.set_flow_log(self.events.wants_flows());
+        let mut keep = l.settings;
+        // settings that wait for a restart stay as they run
+        keep.tun_name = self.settings.tun_name.clone();
+        keep.addresses = self.settings.addresses.clone();
+        keep.mtu = self.settings.mtu;
+        keep.wg.listen_port = self.settings.wg.listen_port;
+        keep.wg.private_key = self.settings.wg.private_key;
+        keep.user = self.settings.user.clone();
+        keep.ops.control = self.settings.ops.control.clone();
+        keep.ops.metrics = self.settings.ops.metrics;
+        keep.ops.events.eve_file = self.settings.ops.events.eve_file.clone();
+        keep.ops.capture = self.settings.ops.capture.clone();
+        keep.pipeline.conntrack = self.settings.pipeline.conntrack;
+        keep.pipeline.fragments = self.settings.pipeline.fragments;
+        keep.log = self.settings.log;
+        self.settings = keep;
+        Ok(crate::control::ReloadReport {
+            config: l.config.source.display().to_string(),
+            rule_generation: self.pipeline.generation(),
+            rules: l.rules,
+            peers_added: ch.added,
+            peers_removed: ch.removed,
+            peers_changed: ch.changed,
+            peers_rekeyed: ch.rekeyed,
+            needs_restart,
+            elapsed_ms: u64::try_from(l.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    fn drain_flow_ends(&mut self, now: Instant) {
+        while let Some(f) = self.pipeline.poll_flow_end() {
+            self.events.flow_end(&self.pipeline, &f, now);
+        }
     }
 
     /// Logs the pipeline's counters report (at shutdown and on SIGUSR1).
@@ -285,6 +593,7 @@ impl Shell {
         let now = Instant::now();
         let v = self.pipeline.handle(pkt, ZoneId::TUN, now);
         self.apply(v, ZoneId::TUN, pkt, now).await;
+        self.latency.observe(now.elapsed());
         self.drain_transmits(now).await;
         self.flush_outs(now).await;
     }
@@ -297,8 +606,10 @@ impl Shell {
             match o {
                 WgOutput::Network { to, data } => self.send_udp(to, &data).await,
                 WgOutput::Packet { zone, mut data } => {
-                    let v = self.pipeline.handle(&mut data, zone, now);
-                    self.apply(v, zone, &data, now).await;
+                    let t = Instant::now();
+                    let v = self.pipeline.handle(&mut data, zone, t);
+                    self.apply(v, zone, &data, t).await;
+                    self.latency.observe(t.elapsed());
                     self.drain_transmits(now).await;
                 }
             }
@@ -312,6 +623,18 @@ impl Shell {
 
     /// Carries out a verdict for a packet that entered from `ingress`.
     async fn apply(&mut self, v: Verdict, ingress: ZoneId, pkt: &[u8], now: Instant) {
+        if let Some(c) = self.capture.as_mut() {
+            if c.wants(&v) {
+                c.write(
+                    crate::telemetry::eve::since_epoch(std::time::SystemTime::now()),
+                    pkt,
+                );
+            }
+        }
+        if matches!(v, Verdict::Drop(_) | Verdict::Reject(_)) {
+            self.events
+                .drop_event(&self.pipeline, &v, ingress, pkt, now);
+        }
         match v {
             Verdict::Forward(z) => self.send_to_zone(z, pkt, now).await,
             Verdict::Local | Verdict::Held => {
@@ -360,11 +683,12 @@ impl Shell {
 
     async fn drain_transmits(&mut self, now: Instant) {
         while let Some(e) = self.pipeline.poll_event() {
-            tracing::info!(target: "portcullis::rule", "{}", self.pipeline.event_line(&e));
+            self.events.rule_event(&self.pipeline, &e, now);
         }
         while let Some(e) = self.pipeline.poll_nat_event() {
             tracing::info!(target: "portcullis::nat", "{}", self.pipeline.nat_event_line(&e));
         }
+        self.drain_flow_ends(now);
         while let Some(t) = self.pipeline.poll_transmit() {
             self.send_to_zone(t.zone, &t.packet, now).await;
         }
@@ -477,6 +801,14 @@ impl RunSettings {
             pipeline: PipelineConfig::from_config(c),
             mode: c.interface.mode,
             netstack: c.netstack.clone(),
+            config_path: Some(c.source.clone()),
+            ops: c.ops.clone(),
+            peer_ips: c
+                .peers
+                .iter()
+                .map(|p| (p.name.clone(), p.allowed_ips.clone()))
+                .collect(),
+            log: c.log,
         })
     }
 }

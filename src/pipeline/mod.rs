@@ -48,12 +48,13 @@ pub mod stats;
 pub mod testbed;
 pub mod trace;
 
-use crate::conntrack::{Conntrack, CtConfig, CtState, Dir, FlowId, Track};
+use crate::conntrack::{Conntrack, CtConfig, CtState, Dir, EndCause, Flow, FlowId, Track};
 use crate::nat::{xlate, DnatTo, Nat, NatConfig, NatEvent};
 use crate::packet::build::{self, ReplyLimiter};
 use crate::packet::frag::{FragResult, Reassembler};
 use crate::packet::{self, proto, FragConfig, PacketMeta, L4};
 use crate::rules::{Action, ChainDef, CtStateMask, Decision, MatchInput, RejectWith, RuleSet};
+use crate::shaper::{Shaper, ShaperConfig};
 use crate::verdict::{Chain, DropReason, Verdict};
 use crate::zone::{ZoneId, ZoneTable};
 use ipnetwork::IpNetwork;
@@ -115,6 +116,38 @@ pub struct Event {
 
 /// How many log events are queued before new ones are counted as suppressed.
 const EVENT_QUEUE: usize = 1024;
+/// Flow-end records queued before new ones are counted as suppressed (the
+/// IO shell drains them after every packet and every housekeeping tick).
+const FLOW_END_QUEUE: usize = 8192;
+/// Flows expired per `handle_timeout` batch: below the conntrack ended-flow
+/// queue bound (`conntrack::ENDED_MAX`) so no record is lost between drains.
+const EXPIRE_BATCH: usize = 4096;
+
+/// A flow that ended, with its final counters (for EVE `flow` records).
+#[derive(Debug, Clone)]
+pub struct FlowEnd {
+    pub flow: Flow,
+    pub cause: EndCause,
+    /// From the flow's first packet to its end.
+    pub duration: std::time::Duration,
+    /// Its last state (`established`, `time_wait`, `udp_replied`, ...).
+    pub state: &'static str,
+}
+
+/// The compiled, ready-to-swap part of a [`PipelineConfig`] (see
+/// [`Pipeline::prepare`]): built off the data path, swapped in by
+/// [`Pipeline::reload_prepared`] in O(1).
+#[derive(Debug)]
+pub struct Prepared {
+    rules: RuleSet,
+    zones: ZoneTable,
+    routes: RouteTable,
+    local_addrs: Vec<IpAddr>,
+    netstack: bool,
+    reply_per_sec: u32,
+    reply_burst: u32,
+    nat: NatConfig,
+}
 /// Flows expired per `handle_timeout` call (the sweep is amortised).
 const EXPIRE_BUDGET: usize = 65_536;
 
@@ -139,6 +172,13 @@ pub struct Pipeline {
     nat_seed: (u64, u64, u64),
     /// The translation `decide` applied to the last packet (for fragments).
     last_xlate: Option<xlate::Tuple>,
+    shaper: Shaper,
+    /// Start of each flow slot's current flow, ms since `epoch` (4 bytes... 8
+    /// per slot, beside the table, so the flow itself stays the same size).
+    flow_start: Vec<u64>,
+    epoch: Instant,
+    flow_log: bool,
+    flow_ends: VecDeque<FlowEnd>,
 }
 
 /// A new flow's pending DNAT decision, carried from routing to flow creation.
@@ -205,6 +245,12 @@ impl Pipeline {
             hash_key.0 ^ 0x9e37_79b9_7f4a_7c15,
             hash_key.1.rotate_left(17),
         );
+        let mut ct = Conntrack::new(cfg.conntrack, hash_key, now);
+        ct.set_report_ended(true);
+        let shaper_key = (
+            hash_key.0.rotate_left(29) ^ 0x5851_f42d_4c95_7f2d,
+            hash_key.1 ^ 0x1405_7b7e_f767_814f,
+        );
         Pipeline {
             zones: cfg.zones,
             routes: build_routes(&cfg.peer_routes),
@@ -212,7 +258,7 @@ impl Pipeline {
             netstack: cfg.netstack,
             rules,
             generation: 1,
-            ct: Conntrack::new(cfg.conntrack, hash_key, now),
+            ct,
             frag: Reassembler::new(cfg.fragments, frag_key),
             limiter: ReplyLimiter::new(cfg.reply_per_sec, cfg.reply_burst),
             out: VecDeque::new(),
@@ -225,7 +271,121 @@ impl Pipeline {
             nat_events: VecDeque::new(),
             nat_seed: (hash_key.1.rotate_left(7), hash_key.0 ^ 0x2545_f491, 0),
             last_xlate: None,
+            shaper: Shaper::new(&ShaperConfig::default(), shaper_key),
+            flow_start: Vec::new(),
+            epoch: now,
+            flow_log: false,
+            flow_ends: VecDeque::new(),
         }
+    }
+
+    /// Sets the rate and connection limits (at start and on every reload).
+    pub fn set_shaper(&mut self, cfg: &ShaperConfig) {
+        self.shaper.reconfigure(cfg);
+    }
+
+    pub fn shaper(&self) -> &Shaper {
+        &self.shaper
+    }
+
+    /// Turns flow-end records ([`Pipeline::poll_flow_end`]) on or off.
+    pub fn set_flow_log(&mut self, on: bool) {
+        self.flow_log = on;
+        if !on {
+            self.flow_ends.clear();
+        }
+    }
+
+    /// Compiles the parts of a config a reload swaps (rules, zones, routes).
+    /// Pure and independent of the running pipeline: call it off the data path.
+    pub fn prepare(cfg: PipelineConfig) -> Prepared {
+        Prepared {
+            rules: RuleSet::new(cfg.input, cfg.forward, cfg.output),
+            zones: cfg.zones,
+            routes: build_routes(&cfg.peer_routes),
+            local_addrs: cfg.local_addrs,
+            netstack: cfg.netstack,
+            reply_per_sec: cfg.reply_per_sec,
+            reply_burst: cfg.reply_burst,
+            nat: cfg.nat,
+        }
+    }
+
+    /// Swaps in a prepared config: like [`Pipeline::reload`], without the compile.
+    pub fn reload_prepared(&mut self, p: Prepared) {
+        self.rules = p.rules;
+        self.stats.rules = rule_counters(&self.rules);
+        self.stats.policy = Default::default();
+        self.zones = p.zones;
+        self.routes = p.routes;
+        self.local_addrs = p.local_addrs;
+        self.netstack = p.netstack;
+        self.limiter = ReplyLimiter::new(p.reply_per_sec, p.reply_burst);
+        // NAT rules are replaced; live bindings stay in their flows, and the
+        // counters carry on.
+        let stats = self.nat.stats;
+        self.nat = Nat::new(p.nat, self.nat.hash_key());
+        self.nat.stats = stats;
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// Removes the tracked flows `keep_out` selects (all with `|_| true`);
+    /// returns how many. Their flow-end records say `removed`.
+    pub fn remove_flows(&mut self, mut select: impl FnMut(&Flow) -> bool, now: Instant) -> usize {
+        let ids: Vec<FlowId> = self
+            .ct
+            .iter()
+            .filter(|(_, f)| select(f))
+            .map(|(id, _)| id)
+            .collect();
+        let mut n = 0;
+        for chunk in ids.chunks(EXPIRE_BATCH) {
+            for id in chunk {
+                if self.ct.remove(*id).is_some() {
+                    n += 1;
+                }
+            }
+            self.drain_ended(now);
+        }
+        n
+    }
+
+    /// Hands ended flows to the shaper (connection counts) and, when flow
+    /// logging is on, to the flow-end queue.
+    fn drain_ended(&mut self, now: Instant) {
+        let now_ms = self.ms(now);
+        while let Some(e) = self.ct.poll_ended() {
+            let o = e.flow.orig;
+            self.shaper.flow_ended(o.src, o.zone);
+            if !self.flow_log {
+                continue;
+            }
+            if self.flow_ends.len() >= FLOW_END_QUEUE {
+                self.stats.flow_ends_suppressed += 1;
+                continue;
+            }
+            let start = self
+                .flow_start
+                .get(e.id.0 as usize)
+                .copied()
+                .unwrap_or(now_ms);
+            self.flow_ends.push_back(FlowEnd {
+                state: e.flow.state_name(),
+                duration: std::time::Duration::from_millis(now_ms.saturating_sub(start)),
+                flow: e.flow,
+                cause: e.cause,
+            });
+        }
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Flow-end records, oldest first (only with [`Pipeline::set_flow_log`]).
+    #[must_use]
+    pub fn poll_flow_end(&mut self) -> Option<FlowEnd> {
+        self.flow_ends.pop_front()
     }
 
     /// Replaces zones, routes and rules (a reload). Connection tracking and
@@ -233,18 +393,7 @@ impl Pipeline {
     /// flow is re-checked against the new rules on its next packet.
     /// Per-rule counters restart (the rules changed).
     pub fn reload(&mut self, cfg: PipelineConfig) {
-        self.rules = RuleSet::new(cfg.input, cfg.forward, cfg.output);
-        self.stats.rules = rule_counters(&self.rules);
-        self.stats.policy = Default::default();
-        self.zones = cfg.zones;
-        self.routes = build_routes(&cfg.peer_routes);
-        self.local_addrs = cfg.local_addrs;
-        self.netstack = cfg.netstack;
-        self.limiter = ReplyLimiter::new(cfg.reply_per_sec, cfg.reply_burst);
-        let stats = self.nat.stats;
-        self.nat = Nat::new(cfg.nat, self.nat.hash_key());
-        self.nat.stats = stats;
-        self.generation = self.generation.wrapping_add(1);
+        self.reload_prepared(Self::prepare(cfg));
     }
 
     /// Decides one packet. The packet may be rewritten in place (NAT).
@@ -287,6 +436,9 @@ impl Pipeline {
             return self.handle_fragment(pkt, &meta, ingress, now, t);
         }
         let v = self.decide(pkt, &meta, ingress, now, t);
+        if self.ct.has_ended() {
+            self.drain_ended(now);
+        }
         self.finish(v, len)
     }
 
@@ -377,13 +529,22 @@ impl Pipeline {
                 let Some(flow) = self.ct.flow_mut(id) else {
                     return Verdict::Drop(DropReason::Invalid);
                 };
-                flow.count(dir, len);
                 let out = if dir == Dir::Original {
                     flow.egress()
                 } else {
                     flow.ingress()
                 };
                 let (chain, rule) = (flow.chain, flow.rule);
+                if !self.shaper.is_idle() {
+                    if let Err(r) = self.shaper.packet(ingress, out, chain, rule, len, now) {
+                        trace_step!(t, "shaper", "over limit: {}", r.name());
+                        return Verdict::Drop(DropReason::RateLimited);
+                    }
+                }
+                let Some(flow) = self.ct.flow_mut(id) else {
+                    return Verdict::Drop(DropReason::Invalid);
+                };
+                flow.count(dir, len);
                 let x = xlate::is_translated(flow).then(|| xlate::target(flow, dir));
                 self.last_xlate = x;
                 if let Some(x) = x {
@@ -723,16 +884,44 @@ impl Pipeline {
         };
         match d.action {
             Action::Accept => {
+                if !self.shaper.is_idle() {
+                    if create.is_some() {
+                        if let Err(r) = self.shaper.admit_flow(meta.src, ingress, now) {
+                            trace_step!(t, "shaper", "new flow refused: {}", r.name());
+                            return Verdict::Drop(DropReason::RateLimited);
+                        }
+                    }
+                    if let Err(r) = self.shaper.packet(ingress, out, chain, d.rule, len, now) {
+                        trace_step!(t, "shaper", "over limit: {}", r.name());
+                        if create.is_some() {
+                            self.shaper.flow_ended(meta.src, ingress);
+                        }
+                        return Verdict::Drop(DropReason::RateLimited);
+                    }
+                }
                 if let Some(NewFlow { dnat }) = create {
                     let reply = match self.nat_binding(meta, ingress, out, dnat, now, t) {
                         Ok(r) => r,
-                        Err(v) => return v,
+                        Err(v) => {
+                            if !self.shaper.is_idle() {
+                                self.shaper.flow_ended(meta.src, ingress);
+                            }
+                            return v;
+                        }
                     };
                     match self
                         .ct
                         .insert(ingress, meta, out, reply, self.generation, now)
                     {
                         Ok(id) => {
+                            let start = self.ms(now);
+                            let slot = id.0 as usize;
+                            if self.flow_start.len() <= slot {
+                                self.flow_start.resize(slot + 1, start);
+                            }
+                            if let Some(s) = self.flow_start.get_mut(slot) {
+                                *s = start;
+                            }
                             if let Some(f) = self.ct.flow_mut(id) {
                                 f.chain = chain;
                                 f.rule = d.rule;
@@ -763,6 +952,9 @@ impl Pipeline {
                             }
                         }
                         Err(e) => {
+                            if !self.shaper.is_idle() {
+                                self.shaper.flow_ended(meta.src, ingress);
+                            }
                             trace_step!(t, "conntrack", "flow refused: {e:?}");
                             return Verdict::Drop(DropReason::ConntrackFull);
                         }
@@ -945,9 +1137,18 @@ impl Pipeline {
 
     /// Housekeeping: expiry of flows and incomplete datagrams. Call about once a second.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.ct.expire(now, EXPIRE_BUDGET);
+        let mut left = EXPIRE_BUDGET;
+        while left > 0 {
+            let n = self.ct.expire(now, EXPIRE_BATCH.min(left));
+            self.drain_ended(now);
+            if n < EXPIRE_BATCH.min(left) {
+                break;
+            }
+            left -= n;
+        }
         self.frag.expire(now);
         self.nat.recount(self.ct.iter().map(|(_, f)| f));
+        self.shaper.sweep(now);
     }
 
     pub fn zones(&self) -> &ZoneTable {

@@ -51,6 +51,8 @@ pub struct Stats {
     pub flows_revoked: u64,
     /// Log events suppressed because the event queue was full.
     pub events_suppressed: u64,
+    /// Flow-end records suppressed because their queue was full.
+    pub flow_ends_suppressed: u64,
 }
 
 pub(crate) fn chain_slot(c: Chain) -> usize {

@@ -155,6 +155,18 @@ pub struct WgCounters {
     pub too_big: u64,
 }
 
+/// What [`WgDevice::update_peers`] did, by peer name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerChanges {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Zone, name, endpoint or allowed IPs changed; session kept.
+    pub changed: Vec<String>,
+    /// Preshared key or keepalive changed: new session.
+    pub rekeyed: Vec<String>,
+    pub kept: Vec<String>,
+}
+
 /// Per-peer status, as `wg show` would print it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerStats {
@@ -184,6 +196,9 @@ struct PeerState {
     kill_switch_drops: u64,
     roams: u64,
     expired_logged: bool,
+    /// Removed by [`WgDevice::update_peers`]: the slot is kept (so receiver
+    /// indices of other peers stay valid) until a new peer reuses it.
+    removed: bool,
 }
 
 impl PeerState {
@@ -304,26 +319,149 @@ impl WgDevice {
                 *z = Some(slot);
             }
             dev.by_key.insert(p.public_key, slot);
-            let index = (index_base.wrapping_add(slot as u32)) & INDEX_MASK;
-            let tunn = Tunn::new(
-                dev.secret.clone(),
-                x25519::PublicKey::from(p.public_key),
-                p.preshared_key,
-                p.persistent_keepalive.filter(|k| *k > 0),
-                index,
-                Some(Arc::clone(&dev.limiter)),
-            );
-            dev.peers.push(PeerState {
-                endpoint: p.endpoint.map(canonical),
-                cfg: p,
-                tunn: Box::new(tunn),
-                pending: VecDeque::new(),
-                kill_switch_drops: 0,
-                roams: 0,
-                expired_logged: false,
-            });
+            let st = dev.new_peer_state(p, slot);
+            dev.peers.push(st);
         }
         Ok(dev)
+    }
+
+    fn new_peer_state(&self, p: WgPeer, slot: usize) -> PeerState {
+        let index = (self.index_base.wrapping_add(slot as u32)) & INDEX_MASK;
+        let tunn = Tunn::new(
+            self.secret.clone(),
+            x25519::PublicKey::from(p.public_key),
+            p.preshared_key,
+            p.persistent_keepalive.filter(|k| *k > 0),
+            index,
+            Some(Arc::clone(&self.limiter)),
+        );
+        PeerState {
+            endpoint: p.endpoint.map(canonical),
+            cfg: p,
+            tunn: Box::new(tunn),
+            pending: VecDeque::new(),
+            kill_switch_drops: 0,
+            roams: 0,
+            expired_logged: false,
+            removed: false,
+        }
+    }
+
+    /// Applies a new peer list without a restart (a reload). Peers are matched
+    /// by public key:
+    /// - a kept peer keeps its boringtun session, counters and roamed endpoint
+    ///   (its zone and name follow the new config; a changed configured
+    ///   endpoint replaces the current one);
+    /// - a peer whose preshared key or keepalive changed gets a fresh `Tunn`
+    ///   in the same slot (it handshakes again: the key schedule changed);
+    /// - a removed peer's slot is retired (its session dies, packets for it
+    ///   are refused as from an unknown peer); new peers reuse retired slots
+    ///   first, so the slot table does not grow with churn.
+    ///
+    /// The whole list is validated first (own key, duplicate keys, zones);
+    /// on error nothing changes.
+    pub fn update_peers(&mut self, peers: Vec<WgPeer>) -> Result<PeerChanges, WgError> {
+        if peers.len() > INDEX_MASK as usize {
+            return Err(WgError::TooManyPeers(peers.len()));
+        }
+        let mut keys: HashMap<[u8; 32], &str> = HashMap::new();
+        let mut zones = std::collections::HashSet::new();
+        for p in &peers {
+            if p.public_key == *self.public.as_bytes() {
+                return Err(WgError::OwnKey {
+                    name: p.name.clone(),
+                });
+            }
+            if let Some(other) = keys.insert(p.public_key, &p.name) {
+                return Err(WgError::DuplicateKey {
+                    name: p.name.clone(),
+                    other: other.to_string(),
+                });
+            }
+            if !p.zone.is_peer() || !zones.insert(p.zone) {
+                return Err(WgError::BadZone {
+                    name: p.name.clone(),
+                    zone: p.zone,
+                });
+            }
+        }
+        let mut ch = PeerChanges::default();
+        // retire peers that are gone
+        for st in self.peers.iter_mut().filter(|st| !st.removed) {
+            if !keys.contains_key(&st.cfg.public_key) {
+                st.removed = true;
+                st.kill_switch_drops += st.pending.len() as u64;
+                st.pending.clear();
+                self.by_key.remove(&st.cfg.public_key);
+                ch.removed.push(st.cfg.name.clone());
+            }
+        }
+        for p in peers {
+            match self.by_key.get(&p.public_key).copied() {
+                Some(slot) => {
+                    let rebuild = match self.peers.get(slot) {
+                        Some(st) => {
+                            st.cfg.preshared_key != p.preshared_key
+                                || st.cfg.persistent_keepalive != p.persistent_keepalive
+                        }
+                        None => continue,
+                    };
+                    if rebuild {
+                        let mut fresh = self.new_peer_state(p.clone(), slot);
+                        if let Some(old) = self.peers.get(slot) {
+                            fresh.endpoint = p.endpoint.map(canonical).or(old.endpoint);
+                            fresh.kill_switch_drops = old.kill_switch_drops;
+                            fresh.roams = old.roams;
+                        }
+                        if let Some(st) = self.peers.get_mut(slot) {
+                            *st = fresh;
+                        }
+                        ch.rekeyed.push(p.name.clone());
+                    } else if let Some(st) = self.peers.get_mut(slot) {
+                        let changed = st.cfg != p;
+                        if p.endpoint != st.cfg.endpoint {
+                            if let Some(e) = p.endpoint {
+                                st.endpoint = Some(canonical(e));
+                            }
+                        }
+                        st.cfg = p.clone();
+                        if changed {
+                            ch.changed.push(p.name.clone());
+                        } else {
+                            ch.kept.push(p.name.clone());
+                        }
+                    }
+                }
+                None => {
+                    let slot = self
+                        .peers
+                        .iter()
+                        .position(|st| st.removed)
+                        .unwrap_or(self.peers.len());
+                    self.by_key.insert(p.public_key, slot);
+                    ch.added.push(p.name.clone());
+                    let st = self.new_peer_state(p, slot);
+                    match self.peers.get_mut(slot) {
+                        Some(old) => *old = st,
+                        None => self.peers.push(st),
+                    }
+                }
+            }
+        }
+        self.by_zone.clear();
+        for (slot, st) in self.peers.iter().enumerate() {
+            if st.removed {
+                continue;
+            }
+            let zi = usize::from(st.cfg.zone.0);
+            if self.by_zone.len() <= zi {
+                self.by_zone.resize(zi + 1, None);
+            }
+            if let Some(z) = self.by_zone.get_mut(zi) {
+                *z = Some(slot);
+            }
+        }
+        Ok(ch)
     }
 
     /// Our public key.
@@ -362,9 +500,14 @@ impl WgDevice {
             .and_then(|p| p.endpoint)
     }
 
-    /// Status of every peer, in config order.
+    /// Status of every peer, in slot order (config order until a reload
+    /// adds or removes peers).
     pub fn stats(&self) -> Vec<PeerStats> {
-        self.peers.iter().map(Self::peer_stats).collect()
+        self.peers
+            .iter()
+            .filter(|p| !p.removed)
+            .map(Self::peer_stats)
+            .collect()
     }
 
     fn peer_stats(p: &PeerState) -> PeerStats {
@@ -467,7 +610,8 @@ impl WgDevice {
                 }
             },
         };
-        let Some(peer) = self.peers.get_mut(slot) else {
+        let Some(peer) = self.peers.get_mut(slot).filter(|p| !p.removed) else {
+            self.counters.unknown_peer += 1;
             return;
         };
         let zone = peer.cfg.zone;
@@ -616,7 +760,7 @@ impl WgDevice {
             self.sources.sweep(now);
             self.last_sweep = Some(now);
         }
-        for p in &mut self.peers {
+        for p in self.peers.iter_mut().filter(|p| !p.removed) {
             match p.tunn.update_timers(&mut self.scratch) {
                 TunnResult::WriteToNetwork(d) => {
                     if let Some(to) = p.endpoint {

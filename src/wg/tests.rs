@@ -458,3 +458,89 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn update_peers_keeps_sessions_removes_and_adds() {
+    let (mut gw, mut cl) = pair();
+    let z = ZoneId::peer(0);
+    let ping = ipv4([100, 64, 0, 2], [100, 64, 0, 1], b"hello");
+    let mut out = vec![];
+    cl.dev.encapsulate(z, &ping, Instant::now(), &mut out);
+    pump(&mut gw, &mut cl, vec![], out);
+    assert!(gw.dev.has_session(z));
+    let client = gw.dev.stats()[0].clone();
+    let newcomer = keys::public_key(&generate_private());
+    // add a peer before the client: the client moves to zone peer(1), keeps its session
+    let ch = gw
+        .dev
+        .update_peers(vec![
+            WgPeer {
+                zone: ZoneId::peer(0),
+                name: "new".into(),
+                public_key: newcomer,
+                preshared_key: None,
+                endpoint: None,
+                persistent_keepalive: None,
+            },
+            WgPeer {
+                zone: ZoneId::peer(1),
+                name: "client".into(),
+                public_key: client.public_key,
+                preshared_key: None,
+                endpoint: None,
+                persistent_keepalive: None,
+            },
+        ])
+        .unwrap();
+    assert_eq!(ch.added, vec!["new".to_string()]);
+    assert_eq!(ch.changed, vec!["client".to_string()]);
+    assert!(gw.dev.has_session(ZoneId::peer(1)));
+    assert!(!gw.dev.has_session(ZoneId::peer(0)));
+    // data from the client still decrypts, now tagged with its new zone
+    let mut out = vec![];
+    assert_eq!(
+        cl.dev.encapsulate(z, &ping, Instant::now(), &mut out),
+        EncapStatus::Sent
+    );
+    let (got_gw, _) = pump(&mut gw, &mut cl, vec![], out);
+    assert_eq!(
+        got_gw,
+        vec![WgOutput::Packet {
+            zone: ZoneId::peer(1),
+            data: ping.clone()
+        }]
+    );
+    // remove the client: its data is refused, the other peer stays
+    let before = gw.dev.counters().unknown_peer;
+    let ch = gw
+        .dev
+        .update_peers(vec![WgPeer {
+            zone: ZoneId::peer(0),
+            name: "new".into(),
+            public_key: newcomer,
+            preshared_key: None,
+            endpoint: None,
+            persistent_keepalive: None,
+        }])
+        .unwrap();
+    assert_eq!(ch.removed, vec!["client".to_string()]);
+    assert_eq!(ch.kept, vec!["new".to_string()]);
+    assert_eq!(gw.dev.stats().len(), 1);
+    let mut out = vec![];
+    cl.dev.encapsulate(z, &ping, Instant::now(), &mut out);
+    let (got_gw, _) = pump(&mut gw, &mut cl, vec![], out);
+    assert!(got_gw.is_empty());
+    assert!(gw.dev.counters().unknown_peer > before);
+    // invalid lists change nothing
+    let own = gw.dev.public_key();
+    let err = gw.dev.update_peers(vec![WgPeer {
+        zone: ZoneId::peer(0),
+        name: "me".into(),
+        public_key: own,
+        preshared_key: None,
+        endpoint: None,
+        persistent_keepalive: None,
+    }]);
+    assert!(matches!(err, Err(WgError::OwnKey { .. })));
+    assert_eq!(gw.dev.stats().len(), 1);
+}

@@ -1,0 +1,234 @@
+use super::*;
+use crate::pipeline::testbed;
+use crate::zone::ZoneId;
+use proptest::prelude::*;
+use std::time::Instant;
+
+fn syn(src: [u8; 4], sport: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    etherparse::PacketBuilder::ipv4(src, [198, 51, 100, 7], 64)
+        .tcp(sport, 443, 1000, 64240)
+        .syn()
+        .write(&mut v, b"")
+        .unwrap();
+    v
+}
+
+fn with_view<R>(p: &mut Pipeline, f: impl FnOnce(&mut View<'_>) -> R) -> R {
+    let ips = |name: &str| vec![format!("{name}-ips")];
+    let mut v = View {
+        pipeline: p,
+        peers: &[],
+        allowed_ips: &ips,
+        status: StatusBase {
+            config: "/etc/portcullis/gateway.toml".into(),
+            ..StatusBase::default()
+        },
+        io: Default::default(),
+        now: Instant::now(),
+    };
+    f(&mut v)
+}
+
+fn reply(p: &mut Pipeline, line: &str) -> Response {
+    match with_view(p, |v| handle(line.as_bytes(), v)) {
+        Outcome::Reply(r) => r,
+        Outcome::Reload => panic!("unexpected reload"),
+    }
+}
+
+fn populated() -> Pipeline {
+    let t0 = Instant::now();
+    let mut p = testbed::pipeline_accept_forward(t0);
+    for port in 1000..1005 {
+        let mut s = syn([100, 64, 0, 2], port);
+        p.handle(&mut s, ZoneId::peer(0), t0);
+    }
+    let mut s = syn([100, 64, 0, 3], 2000);
+    p.handle(&mut s, ZoneId::peer(1), t0);
+    assert_eq!(p.conntrack().len(), 6);
+    p
+}
+
+#[test]
+fn malformed_requests_get_error_replies() {
+    let mut p = populated();
+    for (line, want) in [
+        ("", "empty request"),
+        ("not json", "malformed JSON"),
+        ("{\"cmd\":\"status\"}", "missing protocol version"),
+        (
+            "{\"v\":2,\"cmd\":\"status\"}",
+            "unsupported protocol version 2",
+        ),
+        ("{\"v\":1,\"cmd\":\"explode\"}", "bad request"),
+        ("{\"v\":1}", "bad request"),
+        ("{\"v\":1,\"cmd\":\"status\",\"extra\":1}", "bad request"),
+        (
+            "{\"v\":1,\"cmd\":\"conntrack\",\"filter\":{\"addr\":\"nope\"}}",
+            "bad request",
+        ),
+        (
+            "{\"v\":1,\"cmd\":\"conntrack\",\"filter\":{\"peer\":\"mallory\"}}",
+            "no peer named",
+        ),
+        (
+            "{\"v\":1,\"cmd\":\"conntrack\",\"filter\":{\"proto\":\"sctpx\"}}",
+            "unknown protocol",
+        ),
+        ("{\"v\":1,\"cmd\":\"blocklist\"}", "not available"),
+        ("{\"v\":1,\"cmd\":\"nat\"}", "not available"),
+    ] {
+        let r = reply(&mut p, line);
+        assert!(!r.ok, "{line}");
+        let e = r.error.clone().unwrap_or_default();
+        assert!(e.contains(want), "{line}: {e}");
+        // every reply is one JSON line that parses back
+        let back: Response = serde_json::from_str(r.to_line().trim_end()).unwrap();
+        assert_eq!(back, r);
+    }
+    let huge = vec![b' '; MAX_REQUEST + 1];
+    let r = match with_view(&mut p, |v| handle(&huge, v)) {
+        Outcome::Reply(r) => r,
+        Outcome::Reload => panic!(),
+    };
+    assert!(r.error.unwrap().contains("too long"));
+    assert_eq!(p.conntrack().len(), 6, "errors change nothing");
+}
+
+#[test]
+fn status_rules_stats() {
+    let mut p = populated();
+    let r = reply(&mut p, r#"{"v":1,"cmd":"status"}"#);
+    assert!(r.ok);
+    let s: Status = serde_json::from_value(r.data.clone()).unwrap();
+    assert_eq!(s.flows, 6);
+    assert_eq!(s.packets, 6);
+    assert!(render::human(&Command::Status, &r)
+        .unwrap()
+        .contains("flows:      6 of"));
+
+    let r = reply(&mut p, r#"{"v":1,"cmd":"rules"}"#);
+    let rules: Vec<RuleInfo> = serde_json::from_value(r.data.clone()).unwrap();
+    let fwd0 = rules
+        .iter()
+        .find(|x| x.chain == "forward" && x.index == Some(0))
+        .unwrap();
+    assert_eq!((fwd0.packets, fwd0.action.as_str()), (6, "accept"));
+    assert!(rules
+        .iter()
+        .any(|x| x.chain == "input" && x.index.is_none()));
+    assert!(render::human(&Command::Rules, &r)
+        .unwrap()
+        .contains("forward"));
+
+    let r = reply(&mut p, r#"{"v":1,"cmd":"stats"}"#);
+    let st: StatsInfo = serde_json::from_value(r.data.clone()).unwrap();
+    assert_eq!(st.received[0], 6);
+    assert_eq!(st.conntrack_by_state.get("syn_sent"), Some(&6));
+    assert!(render::human(&Command::Stats, &r)
+        .unwrap()
+        .contains("received"));
+}
+
+#[test]
+fn conntrack_filters_and_flush() {
+    let mut p = populated();
+    let r = reply(
+        &mut p,
+        r#"{"v":1,"cmd":"conntrack","filter":{"addr":"100.64.0.2"}}"#,
+    );
+    let l: FlowList = serde_json::from_value(r.data.clone()).unwrap();
+    assert_eq!((l.total, l.matched, l.flows.len()), (6, 5, 5));
+    let r = reply(
+        &mut p,
+        r#"{"v":1,"cmd":"conntrack","filter":{"peer":"phone","proto":"tcp","state":"syn_sent"}}"#,
+    );
+    let l: FlowList = serde_json::from_value(r.data).unwrap();
+    assert_eq!(l.matched, 1);
+    assert_eq!(l.flows[0].sport, 2000);
+    assert_eq!(l.flows[0].ingress, "phone");
+    let r = reply(
+        &mut p,
+        r#"{"v":1,"cmd":"conntrack","filter":{"port":1003},"limit":0}"#,
+    );
+    let l: FlowList = serde_json::from_value(r.data).unwrap();
+    assert_eq!((l.matched, l.flows.len()), (1, 0));
+    let r = reply(
+        &mut p,
+        r#"{"v":1,"cmd":"conntrack","filter":{"peer":"laptop"},"flush":true}"#,
+    );
+    let l: FlowList = serde_json::from_value(r.data.clone()).unwrap();
+    assert_eq!(l.flushed, 5);
+    assert_eq!(p.conntrack().len(), 1);
+    assert!(render::human(
+        &Command::Conntrack {
+            filter: FlowFilter::default(),
+            flush: true,
+            limit: None
+        },
+        &r
+    )
+    .unwrap()
+    .contains("flushed 5 of 6"));
+}
+
+#[test]
+fn reload_is_left_to_the_shell() {
+    let mut p = populated();
+    let o = with_view(&mut p, |v| handle(br#"{"v":1,"cmd":"reload"}"#, v));
+    assert_eq!(o, Outcome::Reload);
+    let r = reload_response(Err(vec!["a".into(), "b".into()]));
+    assert!(!r.ok);
+    assert_eq!(r.errors.len(), 2);
+    assert!(r.error.unwrap().contains("2 problems"));
+}
+
+#[test]
+fn requests_round_trip() {
+    for cmd in [
+        Command::Status,
+        Command::Conntrack {
+            filter: FlowFilter {
+                addr: Some("2001:db8::1".parse().unwrap()),
+                port: Some(22),
+                ..FlowFilter::default()
+            },
+            flush: true,
+            limit: Some(3),
+        },
+        Command::Block {
+            addr: "192.0.2.1".into(),
+        },
+    ] {
+        let req = Request::new(cmd);
+        let line = serde_json::to_string(&req).unwrap();
+        assert_eq!(parse(line.as_bytes()).unwrap(), req);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn any_bytes_get_a_reply(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let mut p = testbed::pipeline_accept_forward(Instant::now());
+        let o = with_view(&mut p, |v| handle(&bytes, v));
+        if let Outcome::Reply(r) = o {
+            prop_assert!(r.ok || r.error.is_some());
+        }
+    }
+
+    #[test]
+    fn json_shaped_garbage_gets_a_reply(
+        cmd in "[a-z_]{0,12}",
+        key in "[a-z]{0,6}",
+        val in "[0-9a-z\\.:]{0,10}",
+    ) {
+        let mut p = testbed::pipeline_accept_forward(Instant::now());
+        let line = format!(r#"{{"v":1,"cmd":"{cmd}","{key}":"{val}","filter":{{"{key}":"{val}"}}}}"#);
+        let o = with_view(&mut p, |v| handle(line.as_bytes(), v));
+        if let Outcome::Reply(r) = o {
+            prop_assert!(r.ok || r.error.is_some());
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! The gateway's Prometheus metrics: renders the counters of the pipeline,
+//! connection tracking, the shaper, the WireGuard peers and the IO shell
+//! into the text exposition format ([`super::prom`]).
+//!
+//! Metric names follow Prometheus conventions (`_total` for counters, base
+//! units: bytes, seconds). Label values are zone, chain and rule names from
+//! the config and fixed reason names: bounded cardinality.
+
+use super::histogram::Histogram;
+use super::prom::Exposition;
+use crate::pipeline::Pipeline;
+use crate::verdict::Chain;
+use crate::wg::PeerStats;
+use std::collections::BTreeMap;
+
+/// What the IO shell adds to the pipeline's own counters.
+#[derive(Debug, Default, Clone)]
+pub struct ShellMetrics<'a> {
+    pub peers: &'a [PeerStats],
+    pub latency: Option<&'a Histogram>,
+    /// Drops the shell counted after the verdict (kill switch, no route to a peer).
+    pub io_drops: Option<&'a BTreeMap<&'static str, u64>>,
+    pub log_suppressed: u64,
+    pub capture_packets: u64,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub uptime_secs: f64,
+}
+
+/// Renders all metrics.
+pub fn render(p: &Pipeline, sh: &ShellMetrics<'_>) -> String {
+    let mut e = Exposition::new();
+    let s = p.stats();
+    e.single("portcullis_up", "gauge", "1 while the gateway runs.", 1.0);
+    e.single(
+        "portcullis_uptime_seconds",
+        "gauge",
+        "Seconds since the gateway started.",
+        sh.uptime_secs,
+    );
+    e.family(
+        "portcullis_packets_total",
+        "counter",
+        "Packets by pipeline verdict.",
+    );
+    for (v, c) in [
+        ("received", s.received),
+        ("forward", s.forwarded),
+        ("local", s.local),
+        ("held", s.held),
+        ("drop", s.dropped),
+        ("reject", s.rejected),
+    ] {
+        e.sample(
+            "portcullis_packets_total",
+            &[("verdict", v)],
+            c.packets as f64,
+        );
+    }
+    e.family(
+        "portcullis_bytes_total",
+        "counter",
+        "Bytes by pipeline verdict.",
+    );
+    for (v, c) in [
+        ("received", s.received),
+        ("forward", s.forwarded),
+        ("local", s.local),
+        ("held", s.held),
+        ("drop", s.dropped),
+        ("reject", s.rejected),
+    ] {
+        e.sample("portcullis_bytes_total", &[("verdict", v)], c.bytes as f64);
+    }
+    e.single(
+        "portcullis_fast_path_packets_total",
+        "counter",
+        "Packets forwarded on the established-flow fast path.",
+        s.fast_path.packets as f64,
+    );
+    e.family(
+        "portcullis_drops_total",
+        "counter",
+        "Dropped and rejected packets by reason (pipeline, and shell after the verdict).",
+    );
+    let mut reasons: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for (k, v) in &s.drop_reasons {
+        reasons.insert(("pipeline", k), *v);
+    }
+    if let Some(io) = sh.io_drops {
+        for (k, v) in io {
+            if matches!(*k, "kill_switch" | "no_route") {
+                *reasons.entry(("egress", k)).or_insert(0) += v;
+            }
+        }
+    }
+    for ((stage, reason), v) in &reasons {
+        e.sample(
+            "portcullis_drops_total",
+            &[("stage", stage), ("reason", reason)],
+            *v as f64,
+        );
+    }
+    e.family(
+        "portcullis_rule_packets_total",
+        "counter",
+        "Packets decided by each rule (new flows) plus later packets of the flows it admitted.",
+    );
+    let mut rule_rows = Vec::new();
+    for chain in Chain::ALL {
+        for (i, c) in p.rule_counters(chain).iter().enumerate() {
+            rule_rows.push((chain, p.rule_label(chain, Some(i as u32)), *c));
+        }
+        rule_rows.push((chain, p.rule_label(chain, None), s.policy(chain)));
+    }
+    for (chain, label, c) in &rule_rows {
+        e.sample(
+            "portcullis_rule_packets_total",
+            &[("chain", chain.name()), ("rule", label)],
+            c.packets as f64,
+        );
+    }
+    e.family(
+        "portcullis_rule_bytes_total",
+        "counter",
+        "Bytes per rule (as packets).",
+    );
+    for (chain, label, c) in &rule_rows {
+        e.sample(
+            "portcullis_rule_bytes_total",
+            &[("chain", chain.name()), ("rule", label)],
+            c.bytes as f64,
+        );
+    }
+    let ct = p.conntrack().stats();
+    e.family(
+        "portcullis_conntrack_entries",
+        "gauge",
+        "Tracked flows by state.",
+    );
+    for (state, n) in ct.by_state {
+        e.sample(
+            "portcullis_conntrack_entries",
+            &[("state", state)],
+            n as f64,
+        );
+    }
+    e.single(
+        "portcullis_conntrack_max_entries",
+        "gauge",
+        "Flow table capacity.",
+        ct.max_entries as f64,
+    );
+    e.single(
+        "portcullis_conntrack_pressure_ratio",
+        "gauge",
+        "Flows stored / capacity (table pressure, 0..1).",
+        if ct.max_entries == 0 {
+            0.0
+        } else {
+            ct.entries as f64 / ct.max_entries as f64
+        },
+    );
+    e.single(
+        "portcullis_conntrack_unassured_entries",
+        "gauge",
+        "Flows that may be evicted early under pressure.",
+        ct.unassured as f64,
+    );
+    e.family(
+        "portcullis_conntrack_events_total",
+        "counter",
+        "Flow table events.",
+    );
+    for (ev, n) in [
+        ("inserted", ct.inserted),
+        ("removed", ct.removed),
+        ("expired", ct.expired),
+        ("evicted_early", ct.evicted_early),
+        ("refused_full", ct.refused_full),
+    ] {
+        e.sample(
+            "portcullis_conntrack_events_total",
+            &[("event", ev)],
+            n as f64,
+        );
+    }
+    e.family(
+        "portcullis_conntrack_invalid_total",
+        "counter",
+        "Packets connection tracking found invalid, by reason.",
+    );
+    for (r, n) in ct.invalid {
+        e.sample(
+            "portcullis_conntrack_invalid_total",
+            &[("reason", r)],
+            n as f64,
+        );
+    }
+    e.single(
+        "portcullis_flows_revoked_total",
+        "counter",
+        "Live flows cut by a reload (generation re-check).",
+        s.flows_revoked as f64,
+    );
+    e.single(
+        "portcullis_rule_generation",
+        "gauge",
+        "Rule generation (bumped by every reload).",
+        f64::from(p.generation()),
+    );
+    e.family(
+        "portcullis_shaper_refused_total",
+        "counter",
+        "Packets and new flows refused by rate and connection limits.",
+    );
+    for (k, n) in p.shaper().refused() {
+        e.sample("portcullis_shaper_refused_total", &[("limit", k)], n as f64);
+    }
+    e.family(
+        "portcullis_peer_rx_bytes_total",
+        "counter",
+        "Bytes received from each peer (decrypted).",
+    );
+    for ps in sh.peers {
+        e.sample(
+            "portcullis_peer_rx_bytes_total",
+            &[("peer", &ps.name)],
+            ps.rx_bytes as f64,
+        );
+    }
+    e.family(
+        "portcullis_peer_tx_bytes_total",
+        "counter",
+        "Bytes sent to each peer (plaintext).",
+    );
+    for ps in sh.peers {
+        e.sample(
+            "portcullis_peer_tx_bytes_total",
+            &[("peer", &ps.name)],
+            ps.tx_bytes as f64,
+        );
+    }
+    e.family(
+        "portcullis_peer_handshake_age_seconds",
+        "gauge",
+        "Seconds since each peer's last handshake (NaN: none yet).",
+    );
+    for ps in sh.peers {
+        e.sample(
+            "portcullis_peer_handshake_age_seconds",
+            &[("peer", &ps.name)],
+            ps.last_handshake.map_or(f64::NAN, |d| d.as_secs_f64()),
+        );
+    }
+    e.family(
+        "portcullis_peer_session_up",
+        "gauge",
+        "1 if the peer has a usable session.",
+    );
+    for ps in sh.peers {
+        e.sample(
+            "portcullis_peer_session_up",
+            &[("peer", &ps.name)],
+            if ps.has_session { 1.0 } else { 0.0 },
+        );
+    }
+    e.family(
+        "portcullis_peer_kill_switch_drops_total",
+        "counter",
+        "Packets for each peer dropped because no session could carry them.",
+    );
+    for ps in sh.peers {
+        e.sample(
+            "portcullis_peer_kill_switch_drops_total",
+            &[("peer", &ps.name)],
+            ps.kill_switch_drops as f64,
+        );
+    }
+    if let Some(h) = sh.latency {
+        let name = "portcullis_pipeline_latency_seconds";
+        e.family(
+            name,
+            "histogram",
+            "Time from receiving a packet to its verdict being carried out.",
+        );
+        for (le, n) in h.cumulative() {
+            e.sample(&format!("{name}_bucket"), &[("le", &le)], n as f64);
+        }
+        e.sample(&format!("{name}_sum"), &[], h.sum());
+        e.sample(&format!("{name}_count"), &[], h.count() as f64);
+    }
+    e.single(
+        "portcullis_log_suppressed_total",
+        "counter",
+        "Event records suppressed by the log rate limit.",
+        (sh.log_suppressed + s.events_suppressed + s.flow_ends_suppressed) as f64,
+    );
+    e.single(
+        "portcullis_capture_packets_total",
+        "counter",
+        "Packets written to the pcap capture.",
+        sh.capture_packets as f64,
+    );
+    e.family(
+        "portcullis_reloads_total",
+        "counter",
+        "Configuration reloads by result.",
+    );
+    e.sample(
+        "portcullis_reloads_total",
+        &[("result", "ok")],
+        sh.reloads_ok as f64,
+    );
+    e.sample(
+        "portcullis_reloads_total",
+        &[("result", "failed")],
+        sh.reloads_failed as f64,
+    );
+    e.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::testbed;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn rendered_metrics_parse_and_count() {
+        let t0 = Instant::now();
+        let mut p = testbed::pipeline_accept_forward(t0);
+        let mut bad = vec![0x45u8, 0, 0];
+        let _ = p.handle(&mut bad, crate::zone::ZoneId::TUN, t0);
+        let mut h = Histogram::default();
+        h.observe(Duration::from_micros(3));
+        let peers = vec![PeerStats {
+            zone: crate::zone::ZoneId::peer(0),
+            name: "lap\"top".into(),
+            public_key: [0; 32],
+            endpoint: None,
+            last_handshake: None,
+            has_session: false,
+            rx_bytes: 10,
+            tx_bytes: 20,
+            kill_switch_drops: 0,
+            pending: 0,
+            roams: 0,
+        }];
+        let text = render(
+            &p,
+            &ShellMetrics {
+                peers: &peers,
+                latency: Some(&h),
+                ..ShellMetrics::default()
+            },
+        );
+        let n = super::super::prom::check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(n > 40, "{n} samples");
+        assert!(
+            text.contains("portcullis_packets_total{verdict=\"received\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("portcullis_packets_total{verdict=\"drop\"} 1\n"));
+        assert!(text.contains("portcullis_peer_rx_bytes_total{peer=\"lap\\\"top\"} 10\n"));
+        assert!(text.contains("portcullis_pipeline_latency_seconds_bucket{le=\"+Inf\"} 1\n"));
+        assert!(text.contains("portcullis_rule_packets_total{chain=\"forward\",rule="));
+    }
+}
