@@ -13,6 +13,7 @@
 //! - [`config`]: TOML -> validated config.
 //! - [`verdict`]: decisions and drop reasons.
 //! - [`wg`]: the WireGuard peer table (boringtun), keys, wg-quick import/export.
+//! - [`netstack`]: rootless mode's smoltcp stack and socket relay state (sans IO).
 //! - [`shaper`]: token buckets (per peer, per rule) and connection limits.
 //! - [`telemetry`]: EVE JSON records, Prometheus exposition, pcap format, log rate limit.
 //! - [`control`]: the control protocol (`portcullis ctl`) and its pure handler.
@@ -30,6 +31,7 @@ pub mod fuzzing;
 pub mod ids;
 pub mod io;
 pub mod nat;
+pub mod netstack;
 pub mod packet;
 pub mod pipeline;
 pub mod rules;

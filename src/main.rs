@@ -33,7 +33,9 @@ enum Command {
     /// Run the gateway: open the TUN device and the WireGuard socket, drop
     /// privileges, and decide every packet until SIGINT/SIGTERM.
     ///
-    /// Needs root (or CAP_NET_ADMIN) to create the TUN device. Logs go to
+    /// In TUN mode it needs root (or CAP_NET_ADMIN) to create the TUN
+    /// device; in netstack mode (`interface.mode = "netstack"`) no privilege
+    /// at all. Logs go to
     /// stderr (level and format from the [log] section; PORTCULLIS_LOG, in
     /// tracing's EnvFilter syntax, overrides them).
     Run(RunArgs),

@@ -89,6 +89,7 @@ fn lab() -> Lab {
             fragments: Default::default(),
             reply_per_sec: 10,
             reply_burst: 10,
+            netstack: false,
             nat: Default::default(),
         },
         (1, 2),

@@ -14,6 +14,7 @@ use super::{
     Config, ConfigError, IdsSettings, Interface, LogConfig, LogFormat, Mode, Peer, RejectLimit,
 };
 use crate::conntrack::{CtConfig, Timeouts};
+use crate::netstack::{NetstackConfig, PortForward, Proto as NsProto};
 use crate::packet::{proto, FragConfig};
 use crate::rules::model::{
     Action, AddrMatch, ChainDef, CtStateMask, PortMatch, RejectWith, Rule, ZoneMatch,
@@ -39,6 +40,7 @@ const TOP_KEYS: &[&str] = &[
     "fragments",
     "reject",
     "log",
+    "netstack",
     // operations sections (build/ops.rs)
     "control",
     "metrics",
@@ -116,6 +118,21 @@ const TIMEOUT_KEYS: &[&str] = &[
 const FRAGMENT_KEYS: &[&str] = &["max_bytes", "max_datagrams", "max_fragments", "timeout"];
 const REJECT_KEYS: &[&str] = &["rate_per_sec", "burst"];
 const LOG_KEYS: &[&str] = &["level", "format"];
+const NETSTACK_KEYS: &[&str] = &[
+    "max_connections",
+    "tcp_rx_buffer",
+    "tcp_tx_buffer",
+    "host_window",
+    "tcp_idle_timeout",
+    "udp_idle_timeout",
+    "icmp_idle_timeout",
+    "connect_timeout",
+    "dns",
+    "dns_upstream",
+    "host_services",
+    "forward",
+];
+const FORWARD_KEYS: &[&str] = &["proto", "listen", "to"];
 
 /// Zone names peers may not take: the fixed zones.
 const RESERVED_ZONE_NAMES: &[&str] = &["tun", "local", "host"];
@@ -129,6 +146,18 @@ const MAX_CT_ENTRIES: i128 = 1 << 24;
 
 /// Key files larger than this are not key files (a key is 44 characters).
 const MAX_KEY_FILE: u64 = 4096;
+
+/// `"tcp/22"` -> (tcp, 22).
+fn parse_service(s: &str) -> Option<(NsProto, u16)> {
+    let (p, port) = s.split_once('/')?;
+    let proto = match p {
+        "tcp" => NsProto::Tcp,
+        "udp" => NsProto::Udp,
+        _ => return None,
+    };
+    let port: u16 = port.parse().ok()?;
+    (port != 0).then_some((proto, port))
+}
 
 /// The chain policy / action names.
 pub(crate) fn action_name(a: Action) -> &'static str {
@@ -230,6 +259,7 @@ impl Builder {
         let fragments = self.fragments(top);
         let reject = self.reject(top);
         let log = self.log(top);
+        let netstack = self.netstack(top);
         let ops = self.ops(top, &zones, [&input, &forward, &output]);
         let ids = self.ids(top);
         Config {
@@ -246,6 +276,7 @@ impl Builder {
             fragments,
             reject,
             log,
+            netstack,
             ops,
             ids,
         }
@@ -289,12 +320,8 @@ impl Builder {
         if let Some(mode) = self.ctx.str_at(t, "mode") {
             match mode.as_str() {
                 "tun" => iface.mode = Mode::Tun,
-                "netstack" => self.bad_at(
-                    t,
-                    "mode",
-                    "netstack mode is not available yet; expected \"tun\"",
-                ),
-                _ => self.bad_at(t, "mode", "expected \"tun\""),
+                "netstack" => iface.mode = Mode::Netstack,
+                _ => self.bad_at(t, "mode", "expected \"tun\" or \"netstack\""),
             }
         }
         match t.map.get("addresses") {
@@ -1377,6 +1404,113 @@ impl Builder {
             r.burst = n as u32;
         }
         r
+    }
+
+    fn netstack(&mut self, top: Tab<'_>) -> NetstackConfig {
+        let mut n = NetstackConfig::default();
+        let Some(t) = self.section(top, "netstack") else {
+            return n;
+        };
+        self.ctx.check_keys(t, NETSTACK_KEYS);
+        // Each flow holds a host fd; 2^20 is the usual hard RLIMIT_NOFILE ceiling.
+        if let Some(v) = self.ctx.int_at(t, "max_connections", 1, 1 << 20) {
+            n.max_connections = v as usize;
+        }
+        // At least two 1500-byte segments; at most 64 MiB (smoltcp's window
+        // scale limit is 2^14 * 65535 = 1 GiB, memory is the real bound).
+        for (key, slot) in [
+            ("tcp_rx_buffer", &mut n.tcp_rx_buffer),
+            ("tcp_tx_buffer", &mut n.tcp_tx_buffer),
+            ("host_window", &mut n.host_window),
+        ] {
+            if let Some(v) = self.size_at(t, key, 3000, 64 << 20) {
+                *slot = v;
+            }
+        }
+        for (key, slot) in [
+            ("tcp_idle_timeout", &mut n.tcp_idle_timeout),
+            ("udp_idle_timeout", &mut n.udp_idle_timeout),
+            ("icmp_idle_timeout", &mut n.icmp_idle_timeout),
+            ("connect_timeout", &mut n.connect_timeout),
+        ] {
+            if let Some(d) = self.duration_at(t, key) {
+                *slot = d;
+            }
+        }
+        if let Some(b) = self.ctx.bool_at(t, "dns") {
+            n.dns = b;
+        }
+        if let Some(s) = self.ctx.str_at(t, "dns_upstream") {
+            let parsed = s.parse::<std::net::SocketAddr>().ok().or_else(|| {
+                s.parse::<std::net::IpAddr>()
+                    .ok()
+                    .map(|ip| std::net::SocketAddr::new(ip, 53))
+            });
+            match parsed {
+                Some(a) => n.dns_upstream = Some(a),
+                None => self.bad_at(
+                    t,
+                    "dns_upstream",
+                    "expected an address like \"203.0.113.2\" or \"[2001:db8::53]:5353\"",
+                ),
+            }
+        }
+        if let Some(items) = self
+            .ctx
+            .list_at(t, "host_services", "\"tcp/PORT\" or \"udp/PORT\"")
+        {
+            for (path, item) in items {
+                let Some(s) = self.ctx.as_str(&path, &item) else {
+                    continue;
+                };
+                match parse_service(s) {
+                    Some(sv) => n.host_services.push(sv),
+                    None => self.ctx.bad(
+                        &path,
+                        &item,
+                        "expected \"tcp/PORT\" or \"udp/PORT\" (PORT 1..=65535)",
+                    ),
+                }
+            }
+        }
+        if let Some(items) = self
+            .ctx
+            .list_at(t, "forward", "tables with proto, listen and to")
+        {
+            for (path, item) in items {
+                let Some(map) = self.ctx.as_table(&path, &item) else {
+                    continue;
+                };
+                let ft = Tab { path: &path, map };
+                self.ctx.check_keys(ft, FORWARD_KEYS);
+                let proto = match self.ctx.str_at(ft, "proto").as_deref() {
+                    None | Some("tcp") => Some(NsProto::Tcp),
+                    Some("udp") => Some(NsProto::Udp),
+                    Some(_) => {
+                        self.bad_at(ft, "proto", "expected \"tcp\" or \"udp\"");
+                        None
+                    }
+                };
+                let addr = |b: &mut Self, key: &str| -> Option<std::net::SocketAddr> {
+                    let Some(s) = b.ctx.str_at(ft, key) else {
+                        b.ctx
+                            .missing(ft, key, "an address and port like \"127.0.0.1:8080\"");
+                        return None;
+                    };
+                    let a = s.parse::<std::net::SocketAddr>().ok();
+                    if a.is_none() {
+                        b.bad_at(ft, key, "expected an address and port like \"127.0.0.1:8080\" or \"[::1]:8080\"");
+                    }
+                    a
+                };
+                let listen = addr(self, "listen");
+                let to = addr(self, "to");
+                if let (Some(proto), Some(listen), Some(to)) = (proto, listen, to) {
+                    n.forwards.push(PortForward { proto, listen, to });
+                }
+            }
+        }
+        n
     }
 
     fn log(&mut self, top: Tab<'_>) -> LogConfig {

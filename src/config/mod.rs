@@ -71,6 +71,8 @@ pub struct Config {
     pub fragments: FragConfig,
     pub reject: RejectLimit,
     pub log: LogConfig,
+    /// Rootless mode's stack (used when `interface.mode` is netstack).
+    pub netstack: crate::netstack::NetstackConfig,
     /// Control socket, metrics, events, capture, limits (`config::ops`).
     pub ops: ops::Ops,
     pub ids: IdsSettings,
@@ -111,6 +113,9 @@ impl Default for IdsSettings {
 pub enum Mode {
     /// A kernel TUN device (needs CAP_NET_ADMIN to create it).
     Tun,
+    /// No TUN: a userspace TCP/IP stack (smoltcp) and ordinary host sockets;
+    /// needs no privilege at all.
+    Netstack,
 }
 
 /// The gateway's own interface: the TUN device and the WireGuard socket.
@@ -284,6 +289,7 @@ impl Config {
             i.name,
             match i.mode {
                 Mode::Tun => "tun",
+                Mode::Netstack => "netstack",
             },
             addrs.join(" "),
             i.mtu,

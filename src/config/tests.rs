@@ -905,6 +905,69 @@ mod props {
     }
 }
 
+#[test]
+fn netstack_mode_and_section() {
+    let text = base().replace("[interface]\n", "[interface]\nmode = \"netstack\"\n");
+    let text = format!(
+        r#"{text}
+[netstack]
+max_connections = 200
+tcp_rx_buffer = "128KiB"
+host_window = 65536
+udp_idle_timeout = "2m"
+dns_upstream = "203.0.113.53"
+host_services = ["tcp/22", "udp/5353"]
+
+[[netstack.forward]]
+listen = "127.0.0.1:8022"
+to = "100.64.0.2:22"
+"#
+    );
+    let c = load_str(&text, "t.toml").unwrap();
+    assert_eq!(c.interface.mode, Mode::Netstack);
+    let n = &c.netstack;
+    assert_eq!(n.max_connections, 200);
+    assert_eq!(n.tcp_rx_buffer, 128 * 1024);
+    assert_eq!(n.tcp_tx_buffer, 64 * 1024, "default kept");
+    assert_eq!(n.host_window, 65536);
+    assert_eq!(n.udp_idle_timeout, std::time::Duration::from_secs(120));
+    assert_eq!(n.dns_upstream, Some("203.0.113.53:53".parse().unwrap()));
+    use crate::netstack::Proto;
+    assert_eq!(n.host_services, vec![(Proto::Tcp, 22), (Proto::Udp, 5353)]);
+    assert_eq!(n.forwards.len(), 1);
+    assert_eq!(n.forwards[0].proto, Proto::Tcp);
+    assert_eq!(n.forwards[0].to, "100.64.0.2:22".parse().unwrap());
+    assert!(c.summary().contains("(netstack)"));
+    assert!(crate::pipeline::PipelineConfig::from_config(&c).netstack);
+}
+
+#[test]
+fn netstack_bad_values_name_their_keys() {
+    let e = err_with(
+        r#"
+[netstack]
+max_connections = 0
+tcp_rx_buffer = "1KiB"
+dns_upstream = "not-an-address"
+host_services = ["tcp/0", "sctp/9"]
+bogus = 1
+
+[[netstack.forward]]
+proto = "icmp"
+listen = "nowhere"
+"#,
+    );
+    assert_problem(&e, "netstack.max_connections", &["1"]);
+    assert_problem(&e, "netstack.tcp_rx_buffer", &["3000"]);
+    assert_problem(&e, "netstack.dns_upstream", &["203.0.113.2"]);
+    assert_problem(&e, "netstack.host_services[0]", &["tcp/PORT"]);
+    assert_problem(&e, "netstack.host_services[1]", &["tcp/PORT"]);
+    assert_problem(&e, "netstack.bogus", &[]);
+    assert_problem(&e, "netstack.forward[0].proto", &["tcp"]);
+    assert_problem(&e, "netstack.forward[0].listen", &["127.0.0.1:8080"]);
+    assert_problem(&e, "netstack.forward[0].to", &[]);
+}
+
 mod ids_section {
     use super::super::load_str;
 

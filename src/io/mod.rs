@@ -45,6 +45,7 @@ pub mod capture;
 pub mod control;
 pub mod events;
 pub mod metrics;
+pub mod netstack;
 pub mod privs;
 pub mod reload;
 pub mod tun;
@@ -76,6 +77,9 @@ pub struct RunSettings {
     /// Switch to this user after opening the TUN and the socket (name or `uid:gid`).
     pub user: Option<String>,
     pub pipeline: PipelineConfig,
+    /// TUN device or the userspace stack.
+    pub mode: crate::config::Mode,
+    pub netstack: crate::netstack::NetstackConfig,
     /// The config file (for reloads); `None`: reload unavailable.
     pub config_path: Option<std::path::PathBuf>,
     pub ops: crate::config::ops::Ops,
@@ -120,7 +124,16 @@ impl IoCounters {
 /// runtime starts, so the drop applies to a single-threaded process.
 pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     let wg = WgDevice::new(settings.wg.clone()).context("WireGuard peers")?;
-    let dev = tun::open_tun(&settings.tun_name, settings.mtu, &settings.addresses)?;
+    let netstack_mode = settings.mode == crate::config::Mode::Netstack;
+    let dev = if netstack_mode {
+        None
+    } else {
+        Some(tun::open_tun(
+            &settings.tun_name,
+            settings.mtu,
+            &settings.addresses,
+        )?)
+    };
     let (udp, dual) = tun::bind_udp(settings.wg.listen_port)?;
     let eve = match &settings.eve_log {
         Some(p) => Some(std::io::BufWriter::new(
@@ -171,6 +184,7 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         }
     }
     tracing::info!(
+        mode = if netstack_mode { "netstack" } else { "tun" },
         tun = %settings.tun_name,
         listen_port = port,
         dual_stack = dual,
@@ -189,8 +203,29 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         u64::from_le_bytes(hash_key[8..].try_into().unwrap_or_default()),
     );
     let counters = rt.block_on(async move {
-        let tun = ::tun::AsyncDevice::new(dev).context("TUN async")?;
+        let tun = match dev {
+            Some(dev) => Some(::tun::AsyncDevice::new(dev).context("TUN async")?),
+            None => None,
+        };
         let udp = tokio::net::UdpSocket::from_std(udp).context("UDP async")?;
+        let net = if netstack_mode {
+            let locals = settings.addresses.iter().map(|n| n.ip()).collect();
+            let nk = (
+                hk.0.rotate_left(29) ^ 0x5bd1_e995,
+                hk.1 ^ 0x27d4_eb2f_1656_67c5,
+            );
+            Some(
+                netstack::NetShell::new(
+                    settings.netstack.clone(),
+                    locals,
+                    usize::from(settings.mtu),
+                    nk,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
         let mut pipeline = Pipeline::new(settings.pipeline.clone(), hk, Instant::now());
         pipeline.set_shaper(&settings.ops.limits);
         let events = events::EventSink::new(&settings.ops.events);
@@ -212,6 +247,8 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         }
         let mut shell = Shell {
             tun,
+            net,
+            net_deadline: None,
             udp,
             dual,
             wg,
@@ -241,7 +278,12 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
 }
 
 struct Shell {
-    tun: ::tun::AsyncDevice,
+    /// The TUN device (TUN mode).
+    tun: Option<::tun::AsyncDevice>,
+    /// The userspace stack and its host sockets (netstack mode).
+    net: Option<netstack::NetShell>,
+    /// When the netstack's timers want to run next.
+    net_deadline: Option<Instant>,
     udp: tokio::net::UdpSocket,
     dual: bool,
     wg: WgDevice,
@@ -311,7 +353,7 @@ impl Shell {
                 Some(sc) = self.scrape_rx.recv() => {
                     let _ = sc.reply.send(self.render_metrics());
                 }
-                r = self.tun.recv(&mut tun_buf) => {
+                r = tun_recv(&self.tun, &mut tun_buf) => {
                     let n = r.context("TUN read")?;
                     self.counters.tun_rx += 1;
                     if let Some(pkt) = tun_buf.get_mut(..n) {
@@ -330,6 +372,24 @@ impl Shell {
                         Err(e) => tracing::debug!(error = %e, "UDP receive"),
                     }
                 }
+                h = net_next(&mut self.net) => {
+                    let now = Instant::now();
+                    if let Some(net) = self.net.as_mut() {
+                        match h {
+                            netstack::NetInput::Host(id, input) => net.core.handle_host(id, input, now),
+                            netstack::NetInput::Accept(to, s) => net.on_accept(to, s, now),
+                        }
+                    }
+                    self.flush_outs(now).await;
+                }
+                _ = net_timer(self.net_deadline) => {
+                    let now = Instant::now();
+                    self.net_deadline = None;
+                    if let Some(net) = self.net.as_mut() {
+                        net.core.poll(now);
+                    }
+                    self.flush_outs(now).await;
+                }
                 _ = tick.tick() => {
                     let now = Instant::now();
                     self.wg.update_timers(now, &mut self.outs);
@@ -339,6 +399,9 @@ impl Shell {
                     }
                     if now.duration_since(last_housekeeping) >= HOUSEKEEPING {
                         self.pipeline.handle_timeout(now);
+                        if let Some(net) = self.net.as_mut() {
+                            net.core.handle_timeout(now);
+                        }
                         last_housekeeping = now;
                         self.drain_transmits(now).await;
                     }
@@ -543,6 +606,14 @@ impl Shell {
             tracing::info!(target: "portcullis::counters", "{line}");
         }
         tracing::info!(target: "portcullis::counters", "io: {:?}", self.counters);
+        if let Some(net) = &self.net {
+            tracing::info!(
+                target: "portcullis::counters",
+                "netstack: {} relayed flows, {:?}",
+                net.core.connections(),
+                net.core.stats()
+            );
+        }
     }
 
     async fn on_tun_packet(&mut self, pkt: &mut [u8]) {
@@ -605,14 +676,21 @@ impl Shell {
 
     async fn send_to_zone(&mut self, z: ZoneId, pkt: &[u8], now: Instant) {
         if z == ZoneId::TUN {
+            let Some(tun) = &self.tun else {
+                tracing::debug!("packet for the tun zone without a TUN device");
+                return;
+            };
             tracing::trace!(len = pkt.len(), "to tun");
-            match self.tun.send(pkt).await {
+            match tun.send(pkt).await {
                 Ok(_) => self.counters.tun_tx += 1,
                 Err(e) => {
                     self.counters.send_errors += 1;
                     tracing::debug!(error = %e, "TUN write");
                 }
             }
+        } else if let (ZoneId::HOST | ZoneId::LOCAL, Some(net)) = (z, self.net.as_mut()) {
+            // Into the userspace stack; what it answers is drained by `drain_net`.
+            net.core.handle_packet(pkt.to_vec(), now);
         } else if z.is_peer() {
             let st = self.wg.encapsulate(z, pkt, now, &mut self.outs);
             tracing::trace!(zone = z.0, status = ?st, len = pkt.len(), "to peer");
@@ -673,7 +751,34 @@ impl Shell {
         }
     }
 
+    /// Netstack mode: hands the stack's host-socket work to the tasks and
+    /// sends the packets it emits through the pipeline (entering from `host`
+    /// or `local`), until nothing is left; then re-arms its timer.
+    async fn drain_net(&mut self, now: Instant) {
+        loop {
+            let Some(net) = self.net.as_mut() else {
+                return;
+            };
+            let mut any = net.dispatch();
+            while let Some(mut t) = self.net.as_mut().and_then(|n| n.core.poll_transmit()) {
+                any = true;
+                let v = self.pipeline.handle(&mut t.packet, t.zone, now);
+                self.apply(v, t.zone, &t.packet, now).await;
+                self.drain_transmits(now).await;
+            }
+            if !any {
+                break;
+            }
+        }
+        if let Some(net) = self.net.as_mut() {
+            // At least once a second (idle timeouts), sooner for smoltcp's timers.
+            let cap = now + HOUSEKEEPING;
+            self.net_deadline = Some(net.core.poll_at(now).map_or(cap, |t| t.min(cap)));
+        }
+    }
+
     async fn flush_outs(&mut self, now: Instant) {
+        self.drain_net(now).await;
         while !self.outs.is_empty() {
             let mut outs = std::mem::take(&mut self.outs);
             for o in outs.drain(..) {
@@ -751,6 +856,8 @@ impl RunSettings {
             },
             user: c.interface.user.clone(),
             pipeline: PipelineConfig::from_config(c),
+            mode: c.interface.mode,
+            netstack: c.netstack.clone(),
             config_path: Some(c.source.clone()),
             ops: c.ops.clone(),
             peer_ips: c
@@ -765,5 +872,29 @@ impl RunSettings {
                 .then(|| (c.ids.rules.clone(), c.ids.engine.clone())),
             eve_log: c.ids.eve_log.clone().filter(|_| c.ids.enabled),
         })
+    }
+}
+
+/// A TUN read, or never (netstack mode).
+async fn tun_recv(tun: &Option<::tun::AsyncDevice>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match tun {
+        Some(t) => t.recv(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next host-side happening, or never (TUN mode).
+async fn net_next(net: &mut Option<netstack::NetShell>) -> netstack::NetInput {
+    match net {
+        Some(n) => n.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until the netstack's deadline, or forever without one.
+async fn net_timer(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
     }
 }

@@ -86,6 +86,10 @@ pub struct PipelineConfig {
     /// Rate limit for generated replies (RST / ICMP errors).
     pub reply_per_sec: u32,
     pub reply_burst: u32,
+    /// Netstack (rootless) mode: the gateway's own addresses are zone `local`
+    /// (answered by the netstack) and destinations no peer routes go to zone
+    /// `host` (re-originated through host sockets) instead of the TUN.
+    pub netstack: bool,
     /// NAT rules (empty: no translation).
     pub nat: NatConfig,
 }
@@ -144,6 +148,7 @@ pub struct Prepared {
     zones: ZoneTable,
     routes: RouteTable,
     local_addrs: Vec<IpAddr>,
+    netstack: bool,
     reply_per_sec: u32,
     reply_burst: u32,
     nat: NatConfig,
@@ -157,6 +162,7 @@ pub struct Pipeline {
     zones: ZoneTable,
     routes: RouteTable,
     local_addrs: Vec<IpAddr>,
+    netstack: bool,
     rules: RuleSet,
     generation: u32,
     ct: Conntrack,
@@ -258,6 +264,7 @@ impl Pipeline {
             zones: cfg.zones,
             routes: build_routes(&cfg.peer_routes),
             local_addrs: cfg.local_addrs,
+            netstack: cfg.netstack,
             rules,
             generation: 1,
             ct,
@@ -308,6 +315,7 @@ impl Pipeline {
             zones: cfg.zones,
             routes: build_routes(&cfg.peer_routes),
             local_addrs: cfg.local_addrs,
+            netstack: cfg.netstack,
             reply_per_sec: cfg.reply_per_sec,
             reply_burst: cfg.reply_burst,
             nat: cfg.nat,
@@ -322,6 +330,7 @@ impl Pipeline {
         self.zones = p.zones;
         self.routes = p.routes;
         self.local_addrs = p.local_addrs;
+        self.netstack = p.netstack;
         self.limiter = ReplyLimiter::new(p.reply_per_sec, p.reply_burst);
         // NAT rules are replaced; live bindings stay in their flows, and the
         // counters carry on.
@@ -758,19 +767,27 @@ impl Pipeline {
     }
 
     /// Where a new packet goes and which chain decides it.
+    /// In netstack mode the gateway itself is zone `local` and the outside
+    /// is zone `host`; in TUN mode both are behind the TUN.
     fn route(&self, meta: &PacketMeta, ingress: ZoneId) -> Option<(ZoneId, Chain)> {
+        let (me, outside) = if self.netstack {
+            (ZoneId::LOCAL, ZoneId::HOST)
+        } else {
+            (ZoneId::TUN, ZoneId::TUN)
+        };
         if self.local_addrs.contains(&meta.dst) {
-            // To the gateway itself: the host behind the TUN answers.
-            return (ingress != ZoneId::TUN).then_some((ZoneId::TUN, Chain::Input));
+            // To the gateway itself: the host behind the TUN (or the netstack) answers.
+            return (ingress != me).then_some((me, Chain::Input));
         }
-        let chain = if ingress == ZoneId::TUN && self.local_addrs.contains(&meta.src) {
+        let chain = if ingress == me && self.local_addrs.contains(&meta.src) {
             Chain::Output
         } else {
             Chain::Forward
         };
         let out = match self.routes.lookup(meta.dst) {
             Some(z) => z,
-            None if ingress != ZoneId::TUN => ZoneId::TUN,
+            // (the netstack originates only towards peers)
+            None if ingress != outside && !(self.netstack && ingress == me) => outside,
             None => return None,
         };
         (out != ingress).then_some((out, chain))
@@ -1350,6 +1367,7 @@ impl PipelineConfig {
             fragments: c.fragments,
             reply_per_sec: c.reject.per_sec,
             reply_burst: c.reject.burst,
+            netstack: c.interface.mode == crate::config::Mode::Netstack,
             nat: NatConfig {
                 rules: c.nat.clone(),
                 local_nets: c.interface.addresses.clone(),

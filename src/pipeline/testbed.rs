@@ -62,6 +62,7 @@ pub fn config(forward: ChainDef) -> PipelineConfig {
         fragments: FragConfig::default(),
         reply_per_sec: 1000,
         reply_burst: 1000,
+        netstack: false,
         nat: Default::default(),
     }
 }
