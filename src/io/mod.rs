@@ -41,6 +41,7 @@
 pub mod capture;
 pub mod control;
 pub mod events;
+pub mod health;
 pub mod metrics;
 pub mod privs;
 pub mod reload;
@@ -188,7 +189,10 @@ pub fn run(settings: RunSettings) -> anyhow::Result<()> {
             let l = tokio::net::TcpListener::from_std(l).context("metrics socket async")?;
             tokio::spawn(metrics::serve(l, scrape_tx.clone()));
         }
+        let (health, health_rx) = health::Checker::new();
         let mut shell = Shell {
+            health,
+            health_rx,
             tun,
             udp,
             dual,
@@ -217,6 +221,9 @@ pub fn run(settings: RunSettings) -> anyhow::Result<()> {
 }
 
 struct Shell {
+    /// Backend health checks (TCP connects) and their results.
+    health: health::Checker,
+    health_rx: tokio::sync::mpsc::Receiver<health::HealthResult>,
     tun: ::tun::AsyncDevice,
     udp: tokio::net::UdpSocket,
     dual: bool,
@@ -270,6 +277,7 @@ impl Shell {
         let mut last_housekeeping = Instant::now();
         let mut tun_buf = vec![0u8; crate::wg::MAX_PACKET];
         let mut udp_buf = vec![0u8; crate::wg::MAX_PACKET];
+        self.restart_health_checks();
         loop {
             tokio::select! {
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
@@ -281,6 +289,7 @@ impl Shell {
                 }
                 r = wait_reload(&mut self.reload_task) => { self.finish_reload(r); }
                 Some(m) = self.ctl_rx.recv() => { self.on_ctl(m); }
+                Some(h) = self.health_rx.recv() => { self.on_health(h); }
                 Some(sc) = self.scrape_rx.recv() => {
                     let _ = sc.reply.send(self.render_metrics());
                 }
@@ -325,6 +334,35 @@ impl Shell {
             c.flush();
         }
         Ok(())
+    }
+
+    fn restart_health_checks(&mut self) {
+        let targets = self.pipeline.nat().health_targets();
+        if !targets.is_empty() || !self.health.is_empty() {
+            tracing::info!(
+                backends = targets.len(),
+                "backend health checks (TCP connect)"
+            );
+        }
+        self.health.restart(targets);
+    }
+
+    fn on_health(&mut self, h: health::HealthResult) {
+        if h.generation != self.health.generation() {
+            return;
+        }
+        if let Some(up) = self
+            .pipeline
+            .nat_mut()
+            .report_health(h.rule, h.backend, h.ok)
+        {
+            let rule = self.pipeline.nat().rule_name(h.rule).to_string();
+            if up {
+                tracing::info!(rule = %rule, backend = %h.addr, "backend up: health check passes");
+            } else {
+                tracing::warn!(rule = %rule, backend = %h.addr, "backend down: health check fails; no new flows");
+            }
+        }
     }
 
     fn io_map(&self) -> std::collections::BTreeMap<String, u64> {
@@ -430,6 +468,7 @@ impl Shell {
         match &result {
             Ok(rep) => {
                 self.reloads_ok += 1;
+                self.restart_health_checks();
                 tracing::info!(
                     generation = rep.rule_generation,
                     rules = rep.rules,
