@@ -647,7 +647,7 @@ impl Shell {
             self.events.rule_event(&self.pipeline, &e, now);
         }
         while let Some(e) = self.pipeline.poll_nat_event() {
-            tracing::info!(target: "portcullis::nat", "{}", self.pipeline.nat_event_line(&e));
+            self.events.nat_event(&self.pipeline, &e, now);
         }
         self.drain_flow_ends(now);
         while let Some(t) = self.pipeline.poll_transmit() {
