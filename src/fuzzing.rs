@@ -121,3 +121,76 @@ pub fn pipeline(data: &[u8]) {
         s.dropped.packets + s.rejected.packets
     );
 }
+
+/// Feeds the bytes to the IDS rule parser as rule text (one rule per line).
+pub fn ids_rules(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let mut out = Vec::new();
+        let mut rep = crate::ids::rule::LoadReport::default();
+        crate::ids::rule::load_text(
+            text,
+            &crate::ids::rule::Vars::suricata_defaults(),
+            &mut out,
+            &mut rep,
+        );
+    }
+}
+
+/// Feeds the bytes to the app-layer parsers (HTTP request, TLS ClientHello,
+/// DNS) and, as a client TCP stream cut into segments by the first byte,
+/// through the IDS with a few rules on every buffer.
+pub fn ids_app(data: &[u8]) {
+    let _ = crate::ids::app::parse_http_request(data);
+    let _ = crate::ids::app::parse_client_hello(data);
+    let _ = crate::ids::app::dns_queries(data);
+    let rules = "alert http any any -> any any (http.uri; content:\"a\"; http.host; content:\"b\"; sid:1;)\n\
+alert tls any any -> any any (tls.sni; dotprefix; content:\".x\"; sid:2;)\n\
+alert dns any any -> any any (dns.query; content:\"q\"; pcre:\"/q.*z/R\"; sid:3;)\n\
+drop tcp any any -> any any (content:\"GET\"; content:\"x\"; distance:0; within:5; isdataat:!2,relative; sid:4;)\n";
+    let mut sigs = Vec::new();
+    let mut rep = crate::ids::rule::LoadReport::default();
+    crate::ids::rule::load_text(
+        rules,
+        &crate::ids::rule::Vars::suricata_defaults(),
+        &mut sigs,
+        &mut rep,
+    );
+    let mut r = crate::ids::replay::Replay::new(crate::ids::Ids::new(
+        sigs,
+        crate::ids::IdsConfig::default(),
+        (1, 2),
+    ));
+    let now = Instant::now();
+    let step = usize::from(data.first().copied().unwrap_or(7) % 16) + 1;
+    for port in [80u16, 443, 53] {
+        let c: std::net::SocketAddr = ([10, 0, 0, 1], 40000).into();
+        let s: std::net::SocketAddr = ([10, 0, 0, 2], port).into();
+        let syn = packet::synth::TcpSpec {
+            flags: packet::tcp_flags::SYN,
+            seq: 99,
+            ..Default::default()
+        };
+        if let Some(p) = packet::synth::tcp(c, s, syn, &[]) {
+            r.packet(&p, now);
+        }
+        for (i, chunk) in data.chunks(step).enumerate() {
+            // Every other segment is sent twice out of order.
+            let seq = 100 + (i * step) as u32;
+            let spec = packet::synth::TcpSpec {
+                flags: packet::tcp_flags::ACK,
+                seq,
+                ..Default::default()
+            };
+            if let Some(p) = packet::synth::tcp(c, s, spec, chunk) {
+                r.packet(&p, now);
+                if i % 2 == 1 {
+                    r.packet(&p, now);
+                }
+            }
+        }
+        if let Some(p) = packet::synth::udp(c, s, data) {
+            r.packet(&p, now);
+        }
+    }
+    while r.ids.poll_alert().is_some() {}
+}

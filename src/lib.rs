@@ -8,6 +8,8 @@
 //! - [`rules`]: the rule model, a linear reference evaluator and the compiled classifier.
 //! - [`nat`]: SNAT/masquerade, DNAT, load balancing, port allocation (NAT44 and NAT66).
 //! - [`pipeline`]: `Pipeline::handle(packet, ingress zone, now) -> Verdict`.
+//! - [`ids`]: Suricata-syntax signatures, stream reassembly, app-layer
+//!   buffers, inline detect/prevent, EVE JSON alerts.
 //! - [`config`]: TOML -> validated config.
 //! - [`verdict`]: decisions and drop reasons.
 //! - [`wg`]: the WireGuard peer table (boringtun), keys, wg-quick import/export.
@@ -25,6 +27,7 @@ pub mod conntrack;
 pub mod control;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod ids;
 pub mod io;
 pub mod nat;
 pub mod packet;

@@ -10,7 +10,9 @@ use super::parse;
 use super::value::{
     env_leaf, env_var_name, join, show, Ctx, Tab, ENV_ORIGIN, ENV_PREFIX, ENV_SEPARATOR,
 };
-use super::{Config, ConfigError, Interface, LogConfig, LogFormat, Mode, Peer, RejectLimit};
+use super::{
+    Config, ConfigError, IdsSettings, Interface, LogConfig, LogFormat, Mode, Peer, RejectLimit,
+};
 use crate::conntrack::{CtConfig, Timeouts};
 use crate::packet::{proto, FragConfig};
 use crate::rules::model::{
@@ -43,6 +45,17 @@ const TOP_KEYS: &[&str] = &[
     "events",
     "capture",
     "limits",
+    "ids",
+];
+const IDS_KEYS: &[&str] = &[
+    "enabled",
+    "mode",
+    "rule_files",
+    "vars",
+    "stream_depth",
+    "eve_log",
+    "max_flows",
+    "flow_timeout",
 ];
 const INTERFACE_KEYS: &[&str] = &[
     "name",
@@ -218,6 +231,7 @@ impl Builder {
         let reject = self.reject(top);
         let log = self.log(top);
         let ops = self.ops(top, &zones, [&input, &forward, &output]);
+        let ids = self.ids(top);
         Config {
             source,
             interface,
@@ -233,6 +247,7 @@ impl Builder {
             reject,
             log,
             ops,
+            ids,
         }
     }
 
@@ -1392,6 +1407,119 @@ impl Builder {
             }
         }
         l
+    }
+}
+
+impl Builder {
+    /// `[ids]`: engine settings, and the rule files read and parsed now (a
+    /// missing file or a glob that matches nothing is an error; rules that
+    /// use unsupported features are skipped and counted in the report).
+    fn ids(&mut self, top: Tab<'_>) -> IdsSettings {
+        let mut s = IdsSettings::default();
+        let Some(t) = self.section(top, "ids") else {
+            return s;
+        };
+        self.ctx.check_keys(t, IDS_KEYS);
+        if let Some(b) = self.ctx.bool_at(t, "enabled") {
+            s.enabled = b;
+        }
+        if let Some(m) = self.ctx.str_at(t, "mode") {
+            match m.as_str() {
+                "detect" => s.engine.mode = crate::ids::Mode::Detect,
+                "prevent" => s.engine.mode = crate::ids::Mode::Prevent,
+                _ => self.bad_at(t, "mode", "expected \"detect\" or \"prevent\""),
+            }
+        }
+        // One maximum-size TCP window at least; 64 MiB per direction at most.
+        if let Some(n) = self.size_at(t, "stream_depth", 65_535, 64 << 20) {
+            s.engine.stream_depth = n;
+        }
+        if let Some(n) = self.ctx.int_at(t, "max_flows", 1, MAX_CT_ENTRIES) {
+            s.engine.max_flows = n as usize;
+        }
+        if let Some(d) = self.duration_at(t, "flow_timeout") {
+            s.engine.flow_timeout = d;
+        }
+        if let Some(p) = self.ctx.str_at(t, "eve_log") {
+            s.eve_log = Some(self.base_dir.join(p));
+        }
+        if let Some(map) = self.ctx.table_at(t, "vars") {
+            for (k, v) in map {
+                let path = join("ids.vars", k);
+                if let Some(text) = self.ctx.as_str(&path, v) {
+                    s.vars.0.insert(k.to_ascii_uppercase(), text.to_string());
+                }
+            }
+        }
+        if let Some(list) = self.ctx.list_at(t, "rule_files", "file paths or globs") {
+            for (path, v) in list {
+                let Some(pattern) = self.ctx.as_str(&path, &v).map(str::to_owned) else {
+                    continue;
+                };
+                match expand_glob(&self.base_dir.join(&pattern)) {
+                    Ok(files) if files.is_empty() => self.ctx.bad(
+                        &path,
+                        &v,
+                        "no file matches (expected a rule file or a glob like \"rules/*.rules\")",
+                    ),
+                    Ok(files) => s.rule_files.extend(files),
+                    Err(e) => self.ctx.bad(&path, &v, e),
+                }
+            }
+        }
+        if s.enabled {
+            for f in s.rule_files.clone() {
+                match std::fs::read_to_string(&f) {
+                    Ok(text) => {
+                        s.report.files += 1;
+                        crate::ids::rule::load_text(&text, &s.vars, &mut s.rules, &mut s.report);
+                    }
+                    Err(e) => self.ctx.report(
+                        "ids.rule_files",
+                        None,
+                        format!("cannot read {}: {e}", f.display()),
+                    ),
+                }
+            }
+        }
+        s
+    }
+}
+
+/// Expands `*` and `?` in the last path component (sorted); a path without
+/// wildcards must exist.
+fn expand_glob(p: &Path) -> Result<Vec<PathBuf>, String> {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !name.contains(['*', '?']) {
+        return if p.is_file() {
+            Ok(vec![p.to_path_buf()])
+        } else {
+            Err(format!("{} is not a readable file", p.display()))
+        };
+    }
+    let dir = p.parent().unwrap_or(Path::new("."));
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let mut out: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| wildcard(name.as_bytes(), e.file_name().to_string_lossy().as_bytes()))
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Shell-style match of `*` and `?` (no classes).
+fn wildcard(pat: &[u8], s: &[u8]) -> bool {
+    match (pat.split_first(), s.split_first()) {
+        (None, None) => true,
+        (Some((b'*', rest)), _) => wildcard(rest, s) || (!s.is_empty() && wildcard(pat, &s[1..])),
+        (Some((b'?', rest)), Some((_, srest))) => wildcard(rest, srest),
+        (Some((c, rest)), Some((d, srest))) if c == d => wildcard(rest, srest),
+        _ => false,
     }
 }
 

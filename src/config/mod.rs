@@ -73,6 +73,37 @@ pub struct Config {
     pub log: LogConfig,
     /// Control socket, metrics, events, capture, limits (`config::ops`).
     pub ops: ops::Ops,
+    pub ids: IdsSettings,
+}
+
+/// `[ids]`: intrusion detection settings and the loaded rules.
+#[derive(Debug, Clone)]
+pub struct IdsSettings {
+    pub enabled: bool,
+    pub engine: crate::ids::IdsConfig,
+    /// The files `rule_files` expanded to, in order.
+    pub rule_files: Vec<PathBuf>,
+    /// Rule variables: Suricata's defaults, overridden by `ids.vars`.
+    pub vars: crate::ids::rule::Vars,
+    /// EVE JSON output file.
+    pub eve_log: Option<PathBuf>,
+    /// Loaded rules (empty when disabled).
+    pub rules: Vec<crate::ids::rule::Signature>,
+    pub report: crate::ids::rule::LoadReport,
+}
+
+impl Default for IdsSettings {
+    fn default() -> Self {
+        IdsSettings {
+            enabled: false,
+            engine: crate::ids::IdsConfig::default(),
+            rule_files: Vec::new(),
+            vars: crate::ids::rule::Vars::suricata_defaults(),
+            eve_log: None,
+            rules: Vec::new(),
+            report: crate::ids::rule::LoadReport::default(),
+        }
+    }
 }
 
 /// How packets reach the host.
@@ -355,6 +386,26 @@ impl Config {
                 LogFormat::Json => "json",
             }
         );
+        if self.ids.enabled {
+            let _ = writeln!(
+                s,
+                "ids: {} mode, {} rule file(s), stream depth {} bytes{}",
+                match self.ids.engine.mode {
+                    crate::ids::Mode::Detect => "detect",
+                    crate::ids::Mode::Prevent => "prevent",
+                },
+                self.ids.rule_files.len(),
+                self.ids.engine.stream_depth,
+                self.ids
+                    .eve_log
+                    .as_ref()
+                    .map(|p| format!(", eve log {}", p.display()))
+                    .unwrap_or_default()
+            );
+            s.push_str(&self.ids.report.render());
+        } else {
+            let _ = writeln!(s, "ids: disabled");
+        }
         s
     }
 }

@@ -904,3 +904,64 @@ mod props {
         }
     }
 }
+
+mod ids_section {
+    use super::super::load_str;
+
+    const BASE: &str = r#"
+[interface]
+addresses = ["100.64.0.1/24"]
+private_key = "YNqHwpcAmVj0lVzPSt4oLXe4WLZ6b7P6XWgGjrmZb1Y="
+"#;
+
+    #[test]
+    fn ids_loads_rules_with_vars_and_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.rules"),
+            "alert tcp $LAN any -> any $WEB (content:\"x\"; sid:1;)\nalert ftp any any -> any any (sid:2;)\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("b.rules"),
+            "drop udp any any -> any 53 (content:\"y\"; sid:3;)\n",
+        )
+        .unwrap();
+        let cfg_path = dir.path().join("gw.toml");
+        let text = format!(
+            "{BASE}\n[ids]\nenabled = true\nmode = \"prevent\"\nrule_files = [\"*.rules\"]\nstream_depth = \"1MiB\"\neve_log = \"eve.json\"\n[ids.vars]\nLAN = \"10.0.0.0/8\"\nWEB = \"[80,443]\"\n"
+        );
+        let c = load_str(&text, cfg_path.to_str().unwrap()).unwrap();
+        assert!(c.ids.enabled);
+        assert_eq!(c.ids.engine.mode, crate::ids::Mode::Prevent);
+        assert_eq!(c.ids.rule_files.len(), 2);
+        assert_eq!(c.ids.report.loaded, 2);
+        assert_eq!(
+            c.ids.report.skipped.get("unsupported protocol: ftp"),
+            Some(&1)
+        );
+        assert_eq!(c.ids.engine.stream_depth, 1 << 20);
+        assert_eq!(
+            c.ids.eve_log.as_deref(),
+            Some(dir.path().join("eve.json").as_path())
+        );
+        assert!(c.summary().contains("ids: prevent mode, 2 rule file(s)"));
+        assert!(c.summary().contains("2 loaded, 1 skipped"));
+    }
+
+    #[test]
+    fn ids_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("gw.toml");
+        let text = format!("{BASE}\n[ids]\nenabled = true\nmode = \"block\"\nrule_files = [\"nothing-*.rules\"]\nstream_depht = 5\n");
+        let e = load_str(&text, p.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ids.mode"), "{e}");
+        assert!(
+            e.contains("ids.rule_files[0]") && e.contains("no file matches"),
+            "{e}"
+        );
+        assert!(e.contains("stream_depht"), "{e}");
+    }
+}

@@ -22,6 +22,9 @@
 //! carried out: one extra clock read), writes the packet to the pcap capture
 //! when it qualifies ([`capture`]), and feeds drops, rule log events and flow
 //! ends to the rate-limited event stream ([`events`]).
+//! - IDS alerts (`Pipeline::poll_ids_alert`) are written as EVE JSON lines to
+//!   `ids.eve_log` (opened for append before privileges are dropped), with
+//!   wall-clock timestamps mapped from the core's `Instant`s.
 //!
 //! Verdicts: `Forward(tun)` writes to the TUN, `Forward(peer)` encrypts to that
 //! peer (no session: held for the handshake or dropped and counted as
@@ -80,6 +83,10 @@ pub struct RunSettings {
     /// Each peer's AllowedIPs, by name (for `ctl peers`).
     pub peer_ips: Vec<(String, Vec<IpNetwork>)>,
     pub log: crate::config::LogConfig,
+    /// The IDS rules and settings, when `[ids]` is enabled.
+    pub ids: Option<(Vec<crate::ids::rule::Signature>, crate::ids::IdsConfig)>,
+    /// EVE JSON alert file (opened before privileges are dropped, appended to).
+    pub eve_log: Option<std::path::PathBuf>,
 }
 
 /// Counters kept by the shell.
@@ -112,10 +119,20 @@ impl IoCounters {
 /// Builds a current-thread runtime and runs the gateway until SIGINT/SIGTERM.
 /// The TUN device and socket are opened and privileges dropped *before* the
 /// runtime starts, so the drop applies to a single-threaded process.
-pub fn run(settings: RunSettings) -> anyhow::Result<()> {
+pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     let wg = WgDevice::new(settings.wg.clone()).context("WireGuard peers")?;
     let dev = tun::open_tun(&settings.tun_name, settings.mtu, &settings.addresses)?;
     let (udp, dual) = tun::bind_udp(settings.wg.listen_port)?;
+    let eve = match &settings.eve_log {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening the EVE log {}", p.display()))?,
+        )),
+        None => None,
+    };
     let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
     // Sockets that need privileges (a root-owned directory) come before the drop.
     let ctl = match &settings.ops.control.socket {
@@ -189,6 +206,11 @@ pub fn run(settings: RunSettings) -> anyhow::Result<()> {
             let l = tokio::net::TcpListener::from_std(l).context("metrics socket async")?;
             tokio::spawn(metrics::serve(l, scrape_tx.clone()));
         }
+        if let Some((sigs, cfg)) = settings.ids.take() {
+            let n = sigs.len();
+            pipeline.set_ids(Some(crate::ids::Ids::new(sigs, cfg, (hk.1, hk.0))));
+            tracing::info!(rules = n, "IDS enabled");
+        }
         let (health, health_rx) = health::Checker::new();
         let mut shell = Shell {
             health,
@@ -212,6 +234,8 @@ pub fn run(settings: RunSettings) -> anyhow::Result<()> {
             ctl_rx,
             scrape_rx,
             _keep: (ctl_tx, scrape_tx),
+            eve,
+            clock: (Instant::now(), std::time::SystemTime::now()),
         };
         shell.run_loop().await?;
         anyhow::Ok(shell.counters)
@@ -248,6 +272,9 @@ struct Shell {
         tokio::sync::mpsc::Sender<control::CtlMsg>,
         tokio::sync::mpsc::Sender<metrics::Scrape>,
     ),
+    eve: Option<std::io::BufWriter<std::fs::File>>,
+    /// Maps the core's `Instant`s to wall-clock time for EVE timestamps.
+    clock: (Instant, std::time::SystemTime),
 }
 
 async fn wait_reload(
@@ -650,8 +677,38 @@ impl Shell {
             self.events.nat_event(&self.pipeline, &e, now);
         }
         self.drain_flow_ends(now);
+        self.write_eve();
         while let Some(t) = self.pipeline.poll_transmit() {
             self.send_to_zone(t.zone, &t.packet, now).await;
+        }
+    }
+
+    /// Writes queued IDS alerts as EVE JSON lines (or logs them when no file).
+    fn write_eve(&mut self) {
+        use std::io::Write as _;
+        let mut wrote = false;
+        while let Some((a, peer)) = self.pipeline.poll_ids_alert() {
+            let wall = self.clock.1 + a.now.saturating_duration_since(self.clock.0);
+            let d = wall
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let ts = crate::ids::eve::format_timestamp(d.as_secs(), d.subsec_micros());
+            let peer = peer.map(|z| self.pipeline.zones().name(z).to_string());
+            let line = crate::ids::eve::to_json(&a, &ts, peer.as_deref());
+            match self.eve.as_mut() {
+                Some(f) => {
+                    if let Err(e) = writeln!(f, "{line}") {
+                        tracing::warn!(error = %e, "EVE log write");
+                    }
+                    wrote = true;
+                }
+                None => tracing::warn!(target: "portcullis::ids", "{line}"),
+            }
+        }
+        if wrote {
+            if let Some(f) = self.eve.as_mut() {
+                let _ = f.flush();
+            }
         }
     }
 
@@ -741,6 +798,11 @@ impl RunSettings {
                 .map(|p| (p.name.clone(), p.allowed_ips.clone()))
                 .collect(),
             log: c.log,
+            ids: c
+                .ids
+                .enabled
+                .then(|| (c.ids.rules.clone(), c.ids.engine.clone())),
+            eve_log: c.ids.eve_log.clone().filter(|_| c.ids.enabled),
         })
     }
 }

@@ -36,6 +36,11 @@
 //!    accepted; the binding is the flow's reply tuple, so established packets,
 //!    replies and RELATED ICMP errors are translated on the fast path from the
 //!    flow itself. No free external tuple: a `nat_exhausted` drop and a log event.
+//! 7. **ids** (when installed with [`Pipeline::set_ids`]): the accepted
+//!    packet of a new flow and every fast-path packet are inspected
+//!    ([`crate::ids::Ids::inspect`]); in prevent mode a drop/reject signature
+//!    drops the packet and the rest of its flow (`DropReason::Ids`), a reject
+//!    also resets both ends. Alerts: [`Pipeline::poll_ids_alert`].
 //!
 //! Connection states as rules see them follow the kernel: NEW until the flow
 //! has seen a reply, then ESTABLISHED; ICMP errors about a known flow are
@@ -173,6 +178,10 @@ pub struct Pipeline {
     epoch: Instant,
     flow_log: bool,
     flow_ends: VecDeque<FlowEnd>,
+    /// Intrusion detection (see [`crate::ids`]), when enabled.
+    ids: Option<crate::ids::Ids>,
+    /// IDS alerts with the WireGuard peer involved (ingress, else egress).
+    ids_alerts: VecDeque<(crate::ids::Alert, Option<ZoneId>)>,
 }
 
 /// A new flow's pending DNAT decision, carried from routing to flow creation.
@@ -269,6 +278,8 @@ impl Pipeline {
             epoch: now,
             flow_log: false,
             flow_ends: VecDeque::new(),
+            ids: None,
+            ids_alerts: VecDeque::new(),
         }
     }
 
@@ -539,6 +550,10 @@ impl Pipeline {
                 flow.count(dir, len);
                 let x = xlate::is_translated(flow).then(|| xlate::target(flow, dir));
                 self.last_xlate = x;
+                // The IDS sees the packet as the peer sent it (before NAT).
+                if let Some(v) = self.ids_stage(id, dir, pkt, meta, ingress, out, now, t) {
+                    return v;
+                }
                 if let Some(x) = x {
                     let mut m = *meta;
                     if xlate::rewrite_to(pkt, &mut m, x).is_err() {
@@ -913,6 +928,11 @@ impl Pipeline {
                             }
                             self.stats.flows_created += 1;
                             trace_step!(t, "conntrack", "flow {} created", id.0);
+                            if let Some(v) =
+                                self.ids_stage(id, Dir::Original, pkt, meta, ingress, out, now, t)
+                            {
+                                return v;
+                            }
                             if let Some(r) = reply {
                                 let x = xlate::Tuple {
                                     src: r.dst,
@@ -1075,6 +1095,82 @@ impl Pipeline {
         }
     }
 
+    /// Installs (or removes) the IDS; it inspects accepted packets of new
+    /// flows and every packet on the fast path.
+    pub fn set_ids(&mut self, ids: Option<crate::ids::Ids>) {
+        self.ids = ids;
+    }
+
+    pub fn ids(&self) -> Option<&crate::ids::Ids> {
+        self.ids.as_ref()
+    }
+
+    /// IDS alerts, oldest first, with the WireGuard peer zone involved.
+    #[must_use]
+    pub fn poll_ids_alert(&mut self) -> Option<(crate::ids::Alert, Option<ZoneId>)> {
+        self.ids_alerts.pop_front()
+    }
+
+    /// The IDS stage: `None` lets the packet go on; otherwise the drop or
+    /// reject verdict (a reject answers the sender and resets the receiver).
+    #[allow(clippy::too_many_arguments)]
+    fn ids_stage<T: Tracer>(
+        &mut self,
+        id: FlowId,
+        dir: Dir,
+        pkt: &[u8],
+        meta: &PacketMeta,
+        sender: ZoneId,
+        receiver: ZoneId,
+        now: Instant,
+        t: &mut T,
+    ) -> Option<Verdict> {
+        let ids = self.ids.as_mut()?;
+        let v = ids.inspect(id, dir, meta, pkt, now);
+        let peer = [sender, receiver].into_iter().find(|z| z.is_peer());
+        while let Some(a) = ids.poll_alert() {
+            if self.ids_alerts.len() < EVENT_QUEUE {
+                self.ids_alerts.push_back((a, peer));
+            } else {
+                self.stats.events_suppressed += 1;
+            }
+        }
+        match v {
+            crate::ids::IdsVerdict::Pass => None,
+            crate::ids::IdsVerdict::Drop => {
+                trace_step!(t, "ids", "drop");
+                Some(Verdict::Drop(DropReason::Ids))
+            }
+            crate::ids::IdsVerdict::Reject => {
+                trace_step!(t, "ids", "reject");
+                self.queue_reply(pkt, meta, RejectWith::Default, sender, now, t);
+                if let (L4::Tcp(tcp), true) = (meta.l4, self.limiter.allow(now)) {
+                    let (sp, dp) = (tcp.sport, tcp.dport);
+                    let spec = packet::synth::TcpSpec {
+                        flags: packet::tcp_flags::RST | packet::tcp_flags::ACK,
+                        seq: tcp.seq,
+                        ack: tcp.ack,
+                        window: 0,
+                        wscale: None,
+                        mss: None,
+                    };
+                    if let Some(rst) = packet::synth::tcp(
+                        std::net::SocketAddr::new(meta.src, sp),
+                        std::net::SocketAddr::new(meta.dst, dp),
+                        spec,
+                        &[],
+                    ) {
+                        self.out.push_back(Transmit {
+                            zone: receiver,
+                            packet: rst,
+                        });
+                    }
+                }
+                Some(Verdict::Reject(DropReason::Ids))
+            }
+        }
+    }
+
     fn push_nat_event(&mut self, ev: NatEvent) {
         if self.nat_events.len() >= EVENT_QUEUE {
             self.stats.events_suppressed += 1;
@@ -1138,6 +1234,9 @@ impl Pipeline {
         self.frag.expire(now);
         self.nat.recount(self.ct.iter().map(|(_, f)| f));
         self.shaper.sweep(now);
+        if let Some(ids) = self.ids.as_mut() {
+            ids.handle_timeout(now);
+        }
     }
 
     pub fn zones(&self) -> &ZoneTable {
