@@ -36,6 +36,7 @@ fn pipeline(nat: bool, now: Instant) -> Pipeline {
                 },
                 mss_clamp: false,
                 log: false,
+                health: None,
             }],
             local_nets: vec![],
             peer_routes: cfg.peer_routes.clone(),

@@ -118,8 +118,10 @@ enum CtlCommand {
     /// Reload the configuration file (like SIGHUP) and report what changed or
     /// every problem found; on a problem the running configuration stays.
     Reload,
-    /// NAT bindings (not available yet in this build).
-    Nat,
+    /// NAT bindings (original -> translated tuples; the conntrack filters),
+    /// load-balancer backends and NAT counters; `nat drain|undrain BACKEND`
+    /// marks a backend down/up at run time.
+    Nat(CtlNatArgs),
     /// Block an address (needs the IDS blocklist; not available yet in this build).
     Block {
         /// The address or network to block.
@@ -157,6 +159,47 @@ struct CtlConntrackArgs {
     /// List at most this many flows.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+struct CtlNatArgs {
+    #[command(subcommand)]
+    action: Option<CtlNatAction>,
+    /// Bindings with this address at either end (original or translated).
+    #[arg(long, value_name = "IP")]
+    addr: Option<std::net::IpAddr>,
+    /// Bindings with this port at either end.
+    #[arg(long, value_name = "PORT")]
+    port: Option<u16>,
+    /// Bindings entering from or leaving to this zone (a peer name or `tun`).
+    #[arg(long, value_name = "NAME")]
+    peer: Option<String>,
+    /// Bindings in this state (established, syn_sent, udp_replied, ...).
+    #[arg(long, value_name = "STATE")]
+    state: Option<String>,
+    /// Bindings of this protocol (tcp, udp, icmp, icmpv6 or a number).
+    #[arg(long, value_name = "PROTO")]
+    proto: Option<String>,
+    /// List at most this many bindings.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+enum CtlNatAction {
+    /// Mark a load-balancer backend down: no new flows, live ones go on.
+    Drain(CtlBackendArgs),
+    /// Mark a load-balancer backend up again (also over `down = true` in the config).
+    Undrain(CtlBackendArgs),
+}
+
+#[derive(Debug, Args)]
+struct CtlBackendArgs {
+    /// The backend: ADDRESS:PORT as in the config ("192.0.2.11:80"), or an address (all its ports).
+    backend: String,
+    /// Only in this [[nat]] entry (by name; default: every dnat entry holding the backend).
+    #[arg(long, value_name = "NAME")]
+    rule: Option<String>,
 }
 
 /// The config file option shared by the subcommands that read it.
@@ -458,7 +501,26 @@ fn cmd_ctl(args: CtlArgs) -> Result<ExitCode> {
         CtlCommand::Rules => C::Rules,
         CtlCommand::Stats => C::Stats,
         CtlCommand::Reload => C::Reload,
-        CtlCommand::Nat => C::Nat,
+        CtlCommand::Nat(a) => match a.action {
+            Some(CtlNatAction::Drain(b)) => C::NatDrain {
+                backend: b.backend,
+                rule: b.rule,
+            },
+            Some(CtlNatAction::Undrain(b)) => C::NatUndrain {
+                backend: b.backend,
+                rule: b.rule,
+            },
+            None => C::Nat {
+                filter: FlowFilter {
+                    addr: a.addr,
+                    port: a.port,
+                    peer: a.peer,
+                    state: a.state,
+                    proto: a.proto,
+                },
+                limit: a.limit,
+            },
+        },
         CtlCommand::Block { addr } => C::Block { addr },
         CtlCommand::Unblock { addr } => C::Unblock { addr },
         CtlCommand::Blocklist => C::Blocklist,

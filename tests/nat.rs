@@ -300,3 +300,41 @@ fn nat_config_errors_name_key_value_and_expectation() {
     let e = problems("[[nat]]\nkind = \"snat\"\nfamily = \"ipv6\"\nto_address = \"100.64.1.2\"\n");
     assert!(e.contains("IPv6"), "{e}");
 }
+
+#[test]
+fn health_check_config_and_its_errors() {
+    let (pl, _) = pipeline(
+        r#"
+[[nat]]
+kind = "dnat"
+name = "pool"
+dst = "100.64.0.201"
+proto = "tcp"
+dport = 80
+health_check = { interval = "2s", timeout = "500ms" }
+backends = [{ address = "100.64.0.2:80" }, { address = "100.64.0.3:8080" }]
+"#,
+    );
+    let t = pl.nat().health_targets();
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[1].addr, sa("100.64.0.3:8080"));
+    assert_eq!(t[0].check.interval, std::time::Duration::from_secs(2));
+    assert_eq!(t[0].check.timeout, std::time::Duration::from_millis(500));
+    let lb =
+        "[[nat]]\nkind = \"dnat\"\nproto = \"tcp\"\nbackends = [{ address = \"100.64.0.2:80\" }]\n";
+    let e = problems(&format!(
+        "{lb}health_check = {{ interval = \"1s\", timeout = \"2s\" }}\n"
+    ));
+    assert!(
+        e.contains("nat[0].health_check") && e.contains("below the interval"),
+        "{e}"
+    );
+    let e = problems(&format!("{lb}health_check = {{ interval = \"10ms\" }}\n"));
+    assert!(e.contains("100ms to 1h"), "{e}");
+    let e = problems(&format!("{lb}health_check = {{ every = \"1s\" }}\n"));
+    assert!(e.contains("nat[0].health_check.every"), "{e}");
+    let e = problems("[[nat]]\nkind = \"dnat\"\nproto = \"tcp\"\nbackends = [{ address = \"100.64.0.2\" }]\nhealth_check = {}\n");
+    assert!(e.contains("every backend's port"), "{e}");
+    let e = problems("[[nat]]\nkind = \"snat\"\nto_address = \"100.64.1.2\"\nhealth_check = {}\n");
+    assert!(e.contains("health checks are for kind = \"dnat\""), "{e}");
+}

@@ -1282,7 +1282,7 @@ impl Builder {
     // ---------------------------------------------------- conntrack & co.
 
     /// A duration key: integer seconds or a string like "30s"; must be > 0.
-    fn duration_at(&mut self, t: Tab<'_>, key: &str) -> Option<Duration> {
+    pub(super) fn duration_at(&mut self, t: Tab<'_>, key: &str) -> Option<Duration> {
         let v = t.map.get(key)?;
         let path = join(t.path, key);
         let d = match &v.kind {

@@ -12,7 +12,7 @@
 use super::build::Builder;
 use super::parse;
 use super::value::{join, show, Tab};
-use crate::nat::{Backend, NatAction, NatRule, Strategy};
+use crate::nat::{Backend, HealthCheck, NatAction, NatRule, Strategy};
 use crate::packet::proto;
 use crate::rules::linear::zone_matches;
 use crate::zone::{ZoneId, ZoneTable};
@@ -20,6 +20,7 @@ use config::{Map, Value, ValueKind};
 use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 pub(super) const NAT_KEYS: &[&str] = &[
     "kind",
@@ -38,12 +39,19 @@ pub(super) const NAT_KEYS: &[&str] = &[
     "strategy",
     "mss_clamp",
     "log",
+    "health_check",
 ];
 /// The keys handed to the filter-rule match builder.
 const MATCH_KEYS: &[&str] = &[
     "name", "from", "to", "src", "dst", "proto", "sport", "dport", "family",
 ];
 const BACKEND_KEYS: &[&str] = &["address", "weight", "down"];
+const HEALTH_KEYS: &[&str] = &["interval", "timeout"];
+/// Health-check bounds: at least 100 ms between checks (10 connects per
+/// second per backend at most), at most an hour; the timeout must be below
+/// the interval (one check in flight per backend).
+const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_HEALTH_INTERVAL: Duration = Duration::from_secs(3600);
 /// Most backends per rule (a bound on the per-packet selection loop).
 const MAX_BACKENDS: usize = 256;
 /// Largest backend weight (keeps the weighted arithmetic far from overflow).
@@ -210,13 +218,52 @@ impl Builder {
                 self.ctx.report(path, None, format!("the rule matches IPv{f} only but no translation address is IPv{f}; expected an address of that family"));
             }
         }
+        let health = self.health_check(t, &action);
         Some(NatRule {
             name,
             matches,
             action,
             mss_clamp: self.ctx.bool_at(t, "mss_clamp").unwrap_or(false),
             log: self.ctx.bool_at(t, "log").unwrap_or(false),
+            health,
         })
+    }
+
+    /// `health_check = { interval = "2s", timeout = "1s" }` (dnat with
+    /// backends that all carry a port).
+    fn health_check(&mut self, t: Tab<'_>, action: &NatAction) -> Option<HealthCheck> {
+        let v = t.map.get("health_check")?;
+        let key = join(t.path, "health_check");
+        let m = self.ctx.as_table(&key, v)?;
+        let ht = Tab { path: &key, map: m };
+        self.ctx.check_keys(ht, HEALTH_KEYS);
+        let interval = self
+            .duration_at(ht, "interval")
+            .unwrap_or(Duration::from_secs(2));
+        let timeout = self
+            .duration_at(ht, "timeout")
+            .unwrap_or(Duration::from_secs(1));
+        let NatAction::Dnat { backends, .. } = action else {
+            self.ctx.report(&key, Some(v), "health checks are for kind = \"dnat\" with `backends`; expected no `health_check` here");
+            return None;
+        };
+        if backends.iter().any(|b| b.port.is_none()) {
+            self.ctx.report(&key, Some(v), "a TCP connect check needs every backend's port; expected addresses like \"192.0.2.11:80\"");
+            return None;
+        }
+        if !(MIN_HEALTH_INTERVAL..=MAX_HEALTH_INTERVAL).contains(&interval) {
+            self.ctx.report(
+                &key,
+                Some(v),
+                format!("interval {interval:?}; expected 100ms to 1h"),
+            );
+            return None;
+        }
+        if timeout >= interval {
+            self.ctx.report(&key, Some(v), format!("timeout {timeout:?} is not below the interval {interval:?}; expected a shorter timeout"));
+            return None;
+        }
+        Some(HealthCheck { interval, timeout })
     }
 
     fn no_lb_keys(&mut self, t: Tab<'_>, kind: &str) {

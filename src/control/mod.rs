@@ -10,8 +10,10 @@
 //! A reply: `{"v":1,"ok":true,"data":{...}}` or
 //! `{"v":1,"ok":false,"error":"...","errors":[...]}`. Commands: `status`,
 //! `peers`, `conntrack` (filters: addr, port, peer, state, proto; `flush`;
-//! `limit`), `rules`, `stats`, `reload`, `nat`, `block`, `unblock`,
-//! `blocklist`. Unknown fields are errors; a newer version is refused with
+//! `limit`), `rules`, `stats`, `reload`, `nat` (NAT bindings with the
+//! conntrack filters, load-balancer backends, NAT counters), `nat_drain` /
+//! `nat_undrain` (`backend`: "ADDR[:PORT]", optional `rule`), `block`,
+//! `unblock`, `blocklist`. Unknown fields are errors; a newer version is refused with
 //! the version this gateway speaks.
 //!
 //! Contract of [`handle`]: any byte string gets a [`Response`] (malformed
@@ -76,7 +78,24 @@ pub enum Command {
     Rules,
     Stats,
     Reload,
-    Nat,
+    Nat {
+        #[serde(default)]
+        filter: FlowFilter,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
+    /// Mark a load-balancer backend down: no new flows (live ones go on).
+    NatDrain {
+        backend: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
+    },
+    /// Mark a load-balancer backend up again (also over `down = true` in the config).
+    NatUndrain {
+        backend: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
+    },
     Block {
         addr: String,
     },
@@ -239,6 +258,65 @@ pub struct StatsInfo {
     pub conntrack_by_state: std::collections::BTreeMap<String, u64>,
     /// Counters the IO shell keeps (datagrams, TUN packets, egress drops).
     pub io: std::collections::BTreeMap<String, u64>,
+    /// NAT counters (bindings, exhausted, translated packets, ...).
+    #[serde(default)]
+    pub nat: std::collections::BTreeMap<String, u64>,
+}
+
+/// `nat` data: one translated flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatBinding {
+    pub id: u32,
+    pub proto: String,
+    /// `snat`, `dnat` or `snat+dnat`.
+    pub kind: String,
+    /// The flow as its initiator sent it.
+    pub orig_src: String,
+    pub orig_sport: u16,
+    pub orig_dst: String,
+    pub orig_dport: u16,
+    /// The same packet after translation.
+    pub xlat_src: String,
+    pub xlat_sport: u16,
+    pub xlat_dst: String,
+    pub xlat_dport: u16,
+    pub ingress: String,
+    pub egress: String,
+    pub state: String,
+}
+
+/// `nat` data: one load-balancer backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendInfo {
+    pub rule: String,
+    pub address: String,
+    pub weight: u32,
+    /// `up`, `down (config)`, `drained`, `unhealthy`.
+    pub state: String,
+    pub up: bool,
+    /// The health check's verdict (`None`: no health check).
+    pub healthy: Option<bool>,
+    pub conns: u32,
+}
+
+/// `nat` data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatList {
+    /// Translated flows in the table.
+    pub total: usize,
+    pub matched: usize,
+    pub bindings: Vec<NatBinding>,
+    pub backends: Vec<BackendInfo>,
+    pub stats: std::collections::BTreeMap<String, u64>,
+}
+
+/// `nat_drain` / `nat_undrain` data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainReport {
+    pub backend: String,
+    pub drained: bool,
+    /// Backends changed (one per rule holding the address).
+    pub changed: usize,
 }
 
 /// What a successful reload did.
@@ -318,6 +396,8 @@ pub fn parse(line: &[u8]) -> Result<Request, Response> {
     // check the field names here.
     let allowed: &[&str] = match obj.get("cmd").and_then(Value::as_str) {
         Some("conntrack") => &["cmd", "filter", "flush", "limit"],
+        Some("nat") => &["cmd", "filter", "limit"],
+        Some("nat_drain" | "nat_undrain") => &["cmd", "backend", "rule"],
         Some("block" | "unblock") => &["cmd", "addr"],
         _ => &["cmd"],
     };
@@ -397,9 +477,9 @@ pub fn handle_request(req: &Request, view: &mut View<'_>) -> Outcome {
         Command::Rules => Response::ok(rules(view.pipeline)),
         Command::Stats => Response::ok(stats(view)),
         Command::Reload => return Outcome::Reload,
-        Command::Nat => Response::err(
-            "not available: this gateway was built without NAT (no [[nat]] support yet)",
-        ),
+        Command::Nat { filter, limit } => nat_list(view, filter, *limit),
+        Command::NatDrain { backend, rule } => nat_drain(view, backend, rule.as_deref(), true),
+        Command::NatUndrain { backend, rule } => nat_drain(view, backend, rule.as_deref(), false),
         Command::Block { .. } | Command::Unblock { .. } | Command::Blocklist => Response::err(
             "not available: the blocklist comes with the IDS module, which this build lacks",
         ),
@@ -572,6 +652,140 @@ fn stats(view: &View<'_>) -> StatsInfo {
             .map(|(k, n)| ((*k).to_string(), *n))
             .collect(),
         io: view.io.clone(),
+        nat: if p.nat().is_empty() {
+            Default::default()
+        } else {
+            nat_stats(p)
+        },
+    }
+}
+
+fn nat_stats(p: &Pipeline) -> std::collections::BTreeMap<String, u64> {
+    let n = p.nat().stats;
+    [
+        ("snat_bindings", n.snat_bindings),
+        ("dnat_bindings", n.dnat_bindings),
+        ("exhausted", n.exhausted),
+        ("translated", n.translated),
+        ("icmp_errors_translated", n.icmp_errors_translated),
+        ("mss_clamped", n.mss_clamped),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn nat_list(view: &View<'_>, filt: &FlowFilter, limit: Option<usize>) -> Response {
+    use crate::conntrack::Dir;
+    use crate::nat::xlate;
+    if let Err(e) = check_filter(filt, view) {
+        return Response::err(e);
+    }
+    let p = &view.pipeline;
+    let zones = p.zones();
+    let limit = limit.unwrap_or(DEFAULT_FLOW_LIMIT);
+    let (mut total, mut matched) = (0, 0);
+    let mut bindings = Vec::new();
+    for (id, f) in p.conntrack().iter() {
+        if !xlate::is_translated(f) {
+            continue;
+        }
+        total += 1;
+        if !flow_matches(f, filt, zones) {
+            continue;
+        }
+        matched += 1;
+        if bindings.len() >= limit {
+            continue;
+        }
+        let x = xlate::target(f, Dir::Original);
+        let o = f.orig;
+        let snat = x.src != o.src || x.sport != o.sport;
+        let dnat = x.dst != o.dst || x.dport != o.dport;
+        let kind = match (snat, dnat) {
+            (true, true) => "snat+dnat",
+            (false, true) => "dnat",
+            _ => "snat",
+        };
+        bindings.push(NatBinding {
+            id: id.0,
+            proto: proto_name(o.proto),
+            kind: kind.into(),
+            orig_src: o.src.to_string(),
+            orig_sport: o.sport,
+            orig_dst: o.dst.to_string(),
+            orig_dport: o.dport,
+            xlat_src: x.src.to_string(),
+            xlat_sport: x.sport,
+            xlat_dst: x.dst.to_string(),
+            xlat_dport: x.dport,
+            ingress: zones.name(f.ingress()).to_string(),
+            egress: zones.name(f.egress()).to_string(),
+            state: f.state_name().to_string(),
+        });
+    }
+    let nat = p.nat();
+    let backends = nat
+        .backends()
+        .into_iter()
+        .map(|b| BackendInfo {
+            rule: nat.rule_name(b.rule).to_string(),
+            address: match b.port {
+                Some(port) => std::net::SocketAddr::new(b.addr, port).to_string(),
+                None => b.addr.to_string(),
+            },
+            weight: b.weight,
+            state: match (b.admin, b.config_down, b.healthy) {
+                (Some(true), _, _) => "drained",
+                (None, true, _) => "down (config)",
+                (_, _, Some(false)) => "unhealthy",
+                _ => "up",
+            }
+            .into(),
+            up: b.up,
+            healthy: b.healthy,
+            conns: b.conns,
+        })
+        .collect();
+    Response::ok(NatList {
+        total,
+        matched,
+        bindings,
+        backends,
+        stats: nat_stats(p),
+    })
+}
+
+/// "ADDR:PORT", "[V6]:PORT" or an address alone.
+fn parse_backend(s: &str) -> Option<(IpAddr, Option<u16>)> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+        return Some((a.ip(), Some(a.port())));
+    }
+    s.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok()
+        .map(|a| (a, None))
+}
+
+fn nat_drain(view: &mut View<'_>, backend: &str, rule: Option<&str>, drain: bool) -> Response {
+    let Some((addr, port)) = parse_backend(backend) else {
+        return Response::err(format!(
+            "bad backend {backend:?}: expected ADDRESS:PORT (\"192.0.2.11:80\", \"[2001:db8::2]:80\") or an address"
+        ));
+    };
+    match view
+        .pipeline
+        .nat_mut()
+        .set_backend_admin(rule, addr, port, Some(drain))
+    {
+        Ok(changed) => Response::ok(DrainReport {
+            backend: backend.to_string(),
+            drained: drain,
+            changed,
+        }),
+        Err(e) => Response::err(e.to_string()),
     }
 }
 

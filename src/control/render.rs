@@ -1,7 +1,10 @@
 //! Human-readable output of `portcullis ctl` (the `--json` output is the
 //! reply's `data` as is). Pure: reply in, text out.
 
-use super::{Command, FlowList, PeerInfo, ReloadReport, Response, RuleInfo, StatsInfo, Status};
+use super::{
+    Command, DrainReport, FlowList, NatList, PeerInfo, ReloadReport, Response, RuleInfo, StatsInfo,
+    Status,
+};
 use std::fmt::Write as _;
 
 fn bytes(n: u64) -> String {
@@ -187,6 +190,9 @@ pub fn human(cmd: &Command, r: &Response) -> Result<String, String> {
                 s.replies_sent, s.replies_suppressed
             );
             let _ = writeln!(o, "io: {}", join(&s.io));
+            if !s.nat.is_empty() {
+                let _ = writeln!(o, "nat: {}", join(&s.nat));
+            }
         }
         Command::Reload => {
             let rep: ReloadReport = parse(r)?;
@@ -209,7 +215,71 @@ pub fn human(cmd: &Command, r: &Response) -> Result<String, String> {
                 let _ = writeln!(o, "not applied until a restart: {n}");
             }
         }
-        Command::Nat | Command::Block { .. } | Command::Unblock { .. } | Command::Blocklist => {
+        Command::Nat { .. } => {
+            let n: NatList = parse(r)?;
+            let _ = writeln!(
+                o,
+                "{} translated flows, {} matched{}",
+                n.total,
+                n.matched,
+                if n.bindings.len() < n.matched {
+                    format!(" ({} shown)", n.bindings.len())
+                } else {
+                    String::new()
+                }
+            );
+            let ep = |a: &str, p: u16| {
+                if a.contains(':') {
+                    format!("[{a}]:{p}")
+                } else {
+                    format!("{a}:{p}")
+                }
+            };
+            for b in &n.bindings {
+                let _ = writeln!(
+                    o,
+                    "{:<6} {:<9} {} -> {}  =>  {} -> {}  {} -> {}  {}",
+                    b.proto,
+                    b.kind,
+                    ep(&b.orig_src, b.orig_sport),
+                    ep(&b.orig_dst, b.orig_dport),
+                    ep(&b.xlat_src, b.xlat_sport),
+                    ep(&b.xlat_dst, b.xlat_dport),
+                    b.ingress,
+                    b.egress,
+                    b.state
+                );
+            }
+            if !n.backends.is_empty() {
+                let _ = writeln!(o, "backends:");
+                for b in &n.backends {
+                    let _ = writeln!(
+                        o,
+                        "  {:<16} {:<24} weight {:<4} {:<14} conns {}",
+                        b.rule, b.address, b.weight, b.state, b.conns
+                    );
+                }
+            }
+            let join = n
+                .stats
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let _ = writeln!(o, "counters: {join}");
+        }
+        Command::NatDrain { .. } | Command::NatUndrain { .. } => {
+            let d: DrainReport = parse(r)?;
+            let _ = writeln!(
+                o,
+                "{} {} ({} backend{})",
+                if d.drained { "drained" } else { "undrained" },
+                d.backend,
+                d.changed,
+                if d.changed == 1 { "" } else { "s" }
+            );
+        }
+        Command::Block { .. } | Command::Unblock { .. } | Command::Blocklist => {
             let _ = writeln!(
                 o,
                 "{}",

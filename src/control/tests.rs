@@ -77,7 +77,16 @@ fn malformed_requests_get_error_replies() {
             "unknown protocol",
         ),
         ("{\"v\":1,\"cmd\":\"blocklist\"}", "not available"),
-        ("{\"v\":1,\"cmd\":\"nat\"}", "not available"),
+        ("{\"v\":1,\"cmd\":\"nat\",\"flush\":true}", "unknown field"),
+        (
+            "{\"v\":1,\"cmd\":\"nat_drain\",\"backend\":\"no-such\"}",
+            "bad backend",
+        ),
+        (
+            "{\"v\":1,\"cmd\":\"nat_drain\",\"backend\":\"192.0.2.9:80\"}",
+            "no load-balancer backend 192.0.2.9:80",
+        ),
+        ("{\"v\":1,\"cmd\":\"nat_undrain\"}", "bad request"),
     ] {
         let r = reply(&mut p, line);
         assert!(!r.ok, "{line}");
@@ -200,11 +209,172 @@ fn requests_round_trip() {
         Command::Block {
             addr: "192.0.2.1".into(),
         },
+        Command::Nat {
+            filter: FlowFilter {
+                port: Some(80),
+                ..FlowFilter::default()
+            },
+            limit: None,
+        },
+        Command::NatDrain {
+            backend: "192.0.2.11:80".into(),
+            rule: Some("web".into()),
+        },
+        Command::NatUndrain {
+            backend: "[2001:db8::2]:80".into(),
+            rule: None,
+        },
     ] {
         let req = Request::new(cmd);
         let line = serde_json::to_string(&req).unwrap();
         assert_eq!(parse(line.as_bytes()).unwrap(), req);
     }
+}
+
+/// A pipeline with one load-balanced DNAT rule "web" (100.64.0.200:80 ->
+/// 100.64.0.2:80, 100.64.0.3:80, round-robin) and two flows through it.
+fn with_lb() -> Pipeline {
+    use crate::nat::{Backend, NatAction, NatConfig, NatRule, Strategy};
+    use crate::packet::synth::{self, TcpSpec};
+    let now = Instant::now();
+    let mut cfg = testbed::config(crate::rules::ChainDef {
+        rules: vec![crate::rules::Rule::any(crate::rules::Action::Accept)],
+        policy: crate::rules::Action::Drop,
+    });
+    let mut m = crate::rules::Rule::any(crate::rules::Action::Accept);
+    m.proto = Some(crate::packet::proto::TCP);
+    let be = |a: &str| Backend {
+        addr: a.parse().unwrap(),
+        port: Some(80),
+        weight: 1,
+        down: false,
+    };
+    cfg.nat = NatConfig {
+        rules: vec![NatRule {
+            name: "web".into(),
+            matches: m,
+            action: NatAction::Dnat {
+                backends: vec![be("100.64.0.2"), be("100.64.0.3")],
+                strategy: Strategy::RoundRobin,
+            },
+            mss_clamp: false,
+            log: false,
+            health: None,
+        }],
+        local_nets: vec!["100.64.0.1/24".parse().unwrap()],
+        peer_routes: cfg.peer_routes.clone(),
+        mtu: 1420,
+    };
+    let mut p = Pipeline::new(cfg, testbed::KEY, now);
+    for sport in [40000u16, 40001] {
+        let mut syn = synth::tcp(
+            format!("198.51.100.10:{sport}").parse().unwrap(),
+            "100.64.0.200:80".parse().unwrap(),
+            TcpSpec::default(),
+            b"",
+        )
+        .unwrap();
+        assert!(matches!(
+            p.handle(&mut syn, ZoneId::TUN, now),
+            crate::verdict::Verdict::Forward(_)
+        ));
+    }
+    p
+}
+
+#[test]
+fn nat_lists_bindings_backends_and_counters() {
+    let mut p = with_lb();
+    let r = reply(&mut p, r#"{"v":1,"cmd":"nat"}"#);
+    assert!(r.ok, "{r:?}");
+    let n: NatList = serde_json::from_value(r.data.clone()).unwrap();
+    assert_eq!((n.total, n.matched, n.bindings.len()), (2, 2, 2));
+    let mut to: Vec<_> = n
+        .bindings
+        .iter()
+        .map(|b| (b.orig_sport, b.xlat_dst.clone()))
+        .collect();
+    to.sort();
+    assert_eq!(
+        to,
+        vec![
+            (40000, "100.64.0.2".to_string()),
+            (40001, "100.64.0.3".to_string())
+        ]
+    );
+    let b = &n.bindings[0];
+    assert_eq!(
+        (
+            b.kind.as_str(),
+            b.orig_dst.as_str(),
+            b.orig_dport,
+            b.xlat_dport
+        ),
+        ("dnat", "100.64.0.200", 80, 80)
+    );
+    assert_eq!(n.backends.len(), 2);
+    assert!(n
+        .backends
+        .iter()
+        .all(|b| b.up && b.state == "up" && b.rule == "web"));
+    assert_eq!(n.stats.get("dnat_bindings"), Some(&2));
+    // filters: the translated address and the original port both select
+    for (f, want) in [
+        (r#"{"addr":"100.64.0.3"}"#, 1),
+        (r#"{"port":40000}"#, 1),
+        (r#"{"addr":"192.0.2.99"}"#, 0),
+        (r#"{"proto":"udp"}"#, 0),
+    ] {
+        let r = reply(&mut p, &format!(r#"{{"v":1,"cmd":"nat","filter":{f}}}"#));
+        let n: NatList = serde_json::from_value(r.data).unwrap();
+        assert_eq!((n.total, n.matched), (2, want), "{f}");
+    }
+    let text = render::human(
+        &Command::Nat {
+            filter: FlowFilter::default(),
+            limit: None,
+        },
+        &r,
+    )
+    .unwrap();
+    assert!(
+        text.contains(
+            "198.51.100.10:40000 -> 100.64.0.200:80  =>  198.51.100.10:40000 -> 100.64.0.2:80"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("100.64.0.3:80"), "{text}");
+}
+
+#[test]
+fn nat_drain_and_undrain() {
+    let mut p = with_lb();
+    let r = reply(
+        &mut p,
+        r#"{"v":1,"cmd":"nat_drain","backend":"100.64.0.3:80","rule":"web"}"#,
+    );
+    assert!(r.ok, "{r:?}");
+    let d: DrainReport = serde_json::from_value(r.data).unwrap();
+    assert_eq!((d.drained, d.changed), (true, 1));
+    let n: NatList = serde_json::from_value(reply(&mut p, r#"{"v":1,"cmd":"nat"}"#).data).unwrap();
+    let st: Vec<_> = n
+        .backends
+        .iter()
+        .map(|b| (b.state.as_str(), b.up))
+        .collect();
+    assert_eq!(st, vec![("up", true), ("drained", false)]);
+    let r = reply(
+        &mut p,
+        r#"{"v":1,"cmd":"nat_drain","backend":"100.64.0.3","rule":"other"}"#,
+    );
+    assert!(r.error.unwrap().contains("no dnat rule named \"other\""));
+    let r = reply(
+        &mut p,
+        r#"{"v":1,"cmd":"nat_undrain","backend":"100.64.0.3"}"#,
+    );
+    assert!(r.ok, "{r:?}");
+    let n: NatList = serde_json::from_value(reply(&mut p, r#"{"v":1,"cmd":"nat"}"#).data).unwrap();
+    assert!(n.backends.iter().all(|b| b.up));
 }
 
 proptest! {

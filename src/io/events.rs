@@ -1,4 +1,4 @@
-//! The event stream: rule `log` events, drops and flow ends, rate-limited
+//! The event stream: rule `log` events, NAT events, drops and flow ends, rate-limited
 //! together ([`LogLimiter`]), written as log lines (tracing) and, when
 //! `events.eve_file` is set, as EVE JSON lines appended to that file.
 //! Suppressed records are summarised every `loglimit::SUMMARY_EVERY` in
@@ -86,6 +86,17 @@ impl EventSink {
             let v = eve::rule_record(e, p.zones(), &label, SystemTime::now());
             self.write(&v);
         }
+    }
+
+    /// A NAT event (a binding of a `log = true` entry, or an exhausted pool):
+    /// a log line, under the same rate limit as rule events (a flood of new
+    /// flows into a full pool must not flood the log; the `nat_exhausted`
+    /// counter stays exact).
+    pub fn nat_event(&mut self, p: &Pipeline, e: &crate::nat::NatEvent, now: Instant) {
+        if !self.limiter.allow("nat", now) {
+            return;
+        }
+        tracing::info!(target: "portcullis::nat", "{}", p.nat_event_line(e));
     }
 
     pub fn flow_end(&mut self, p: &Pipeline, f: &FlowEnd, now: Instant) {

@@ -44,6 +44,7 @@
 pub mod capture;
 pub mod control;
 pub mod events;
+pub mod health;
 pub mod metrics;
 pub mod netstack;
 pub mod privs;
@@ -245,7 +246,10 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             pipeline.set_ids(Some(crate::ids::Ids::new(sigs, cfg, (hk.1, hk.0))));
             tracing::info!(rules = n, "IDS enabled");
         }
+        let (health, health_rx) = health::Checker::new();
         let mut shell = Shell {
+            health,
+            health_rx,
             tun,
             net,
             net_deadline: None,
@@ -284,6 +288,9 @@ struct Shell {
     net: Option<netstack::NetShell>,
     /// When the netstack's timers want to run next.
     net_deadline: Option<Instant>,
+    /// Backend health checks (TCP connects) and their results.
+    health: health::Checker,
+    health_rx: tokio::sync::mpsc::Receiver<health::HealthResult>,
     udp: tokio::net::UdpSocket,
     dual: bool,
     wg: WgDevice,
@@ -339,6 +346,7 @@ impl Shell {
         let mut last_housekeeping = Instant::now();
         let mut tun_buf = vec![0u8; crate::wg::MAX_PACKET];
         let mut udp_buf = vec![0u8; crate::wg::MAX_PACKET];
+        self.restart_health_checks();
         loop {
             tokio::select! {
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
@@ -350,6 +358,7 @@ impl Shell {
                 }
                 r = wait_reload(&mut self.reload_task) => { self.finish_reload(r); }
                 Some(m) = self.ctl_rx.recv() => { self.on_ctl(m); }
+                Some(h) = self.health_rx.recv() => { self.on_health(h); }
                 Some(sc) = self.scrape_rx.recv() => {
                     let _ = sc.reply.send(self.render_metrics());
                 }
@@ -415,6 +424,35 @@ impl Shell {
             c.flush();
         }
         Ok(())
+    }
+
+    fn restart_health_checks(&mut self) {
+        let targets = self.pipeline.nat().health_targets();
+        if !targets.is_empty() || !self.health.is_empty() {
+            tracing::info!(
+                backends = targets.len(),
+                "backend health checks (TCP connect)"
+            );
+        }
+        self.health.restart(targets);
+    }
+
+    fn on_health(&mut self, h: health::HealthResult) {
+        if h.generation != self.health.generation() {
+            return;
+        }
+        if let Some(up) = self
+            .pipeline
+            .nat_mut()
+            .report_health(h.rule, h.backend, h.ok)
+        {
+            let rule = self.pipeline.nat().rule_name(h.rule).to_string();
+            if up {
+                tracing::info!(rule = %rule, backend = %h.addr, "backend up: health check passes");
+            } else {
+                tracing::warn!(rule = %rule, backend = %h.addr, "backend down: health check fails; no new flows");
+            }
+        }
     }
 
     fn io_map(&self) -> std::collections::BTreeMap<String, u64> {
@@ -520,6 +558,7 @@ impl Shell {
         match &result {
             Ok(rep) => {
                 self.reloads_ok += 1;
+                self.restart_health_checks();
                 tracing::info!(
                     generation = rep.rule_generation,
                     rules = rep.rules,
@@ -713,7 +752,7 @@ impl Shell {
             self.events.rule_event(&self.pipeline, &e, now);
         }
         while let Some(e) = self.pipeline.poll_nat_event() {
-            tracing::info!(target: "portcullis::nat", "{}", self.pipeline.nat_event_line(&e));
+            self.events.nat_event(&self.pipeline, &e, now);
         }
         self.drain_flow_ends(now);
         self.write_eve();

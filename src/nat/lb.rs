@@ -15,9 +15,15 @@
 //!   address with a keyed SipHash: a client sticks to its backend, and taking
 //!   one backend down only moves that backend's clients.
 //!
+//! A backend is up unless it is configured `down` (and not forced up at run
+//! time with `ctl nat undrain`), drained at run time (`ctl nat drain`), or
+//! failing its health check ([`super::health`]); that state lives here, beside
+//! the balancer's counters.
+//!
 //! Contract: `pick` returns an index of a backend that is up, or `None` when
 //! none is; it never panics and never allocates.
 
+use super::health::Health;
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
 use std::net::IpAddr;
@@ -72,6 +78,11 @@ pub struct LbState {
     next: usize,
     current: Vec<i64>,
     conns: Vec<u32>,
+    /// Operator override per backend: `Some(true)` drained, `Some(false)`
+    /// forced up (over a configured `down`), `None` as configured.
+    admin: Vec<Option<bool>>,
+    /// Health-check state per backend (always up without checks).
+    health: Vec<Health>,
 }
 
 impl LbState {
@@ -80,7 +91,41 @@ impl LbState {
             next: 0,
             current: vec![0; n],
             conns: vec![0; n],
+            admin: vec![None; n],
+            health: vec![Health::default(); n],
         }
+    }
+
+    /// Whether backend `i` (described by `b`) takes new flows.
+    pub fn is_up(&self, i: usize, b: &Backend) -> bool {
+        let down = self.admin(i).unwrap_or(b.down);
+        !down && self.health(i).is_up()
+    }
+
+    /// The operator override of backend `i`.
+    pub fn admin(&self, i: usize) -> Option<bool> {
+        self.admin.get(i).copied().flatten()
+    }
+
+    pub fn set_admin(&mut self, i: usize, drained: Option<bool>) {
+        if let Some(a) = self.admin.get_mut(i) {
+            *a = drained;
+        }
+    }
+
+    pub fn health(&self, i: usize) -> Health {
+        self.health.get(i).copied().unwrap_or_default()
+    }
+
+    pub fn set_health(&mut self, i: usize, h: Health) {
+        if let Some(x) = self.health.get_mut(i) {
+            *x = h;
+        }
+    }
+
+    /// Feeds a health-check result for backend `i`; the new state on a change.
+    pub fn report_health(&mut self, i: usize, ok: bool) -> Option<bool> {
+        self.health.get_mut(i).and_then(|h| h.report(ok))
     }
 
     pub fn opened(&mut self, b: usize) {
@@ -118,13 +163,15 @@ pub fn pick(
     v6: bool,
     key: (u64, u64),
 ) -> Option<usize> {
-    let up = |b: &Backend| !b.down && b.addr.is_ipv6() == v6;
     let n = backends.len();
     match strategy {
         Strategy::RoundRobin => {
             for i in 0..n {
                 let idx = (st.next + i) % n;
-                if backends.get(idx).is_some_and(up) {
+                if backends
+                    .get(idx)
+                    .is_some_and(|b| st.is_up(idx, b) && b.addr.is_ipv6() == v6)
+                {
                     st.next = (idx + 1) % n;
                     return Some(idx);
                 }
@@ -135,7 +182,7 @@ pub fn pick(
             let mut total = 0i64;
             let mut best: Option<usize> = None;
             for (i, b) in backends.iter().enumerate() {
-                if !up(b) {
+                if !st.is_up(i, b) || b.addr.is_ipv6() != v6 {
                     continue;
                 }
                 let w = i64::from(b.weight);
@@ -157,7 +204,7 @@ pub fn pick(
         Strategy::LeastConnections => {
             let mut best: Option<(usize, u64, u64)> = None;
             for (i, b) in backends.iter().enumerate() {
-                if !up(b) {
+                if !st.is_up(i, b) || b.addr.is_ipv6() != v6 {
                     continue;
                 }
                 let c = u64::from(st.conns.get(i).copied().unwrap_or(0));
@@ -172,7 +219,7 @@ pub fn pick(
         Strategy::SourceHash => {
             let mut best: Option<(usize, u128)> = None;
             for (i, b) in backends.iter().enumerate() {
-                if !up(b) {
+                if !st.is_up(i, b) || b.addr.is_ipv6() != v6 {
                     continue;
                 }
                 // Weighted rendezvous hashing, integer form: score = h * w.
@@ -304,6 +351,45 @@ mod tests {
             if before[i as usize] != 1 {
                 assert_eq!(p, before[i as usize], "client {i} moved");
             }
+        }
+    }
+
+    #[test]
+    fn drain_and_health_override_the_config() {
+        let bs = [be(2, 1, false), be(3, 1, true), be(4, 1, false)];
+        let mut st = LbState::new(3);
+        let rr = |st: &mut LbState| -> Vec<usize> {
+            (0..6)
+                .filter_map(|_| pick(Strategy::RoundRobin, &bs, st, client(1), false, (1, 2)))
+                .collect()
+        };
+        assert_eq!(rr(&mut st), vec![0, 2, 0, 2, 0, 2]);
+        // forced up over the configured `down`, backend 0 drained
+        st.set_admin(1, Some(false));
+        st.set_admin(0, Some(true));
+        let p = rr(&mut st);
+        assert!(
+            p.iter().all(|&i| i != 0) && p.contains(&1) && p.contains(&2),
+            "{p:?}"
+        );
+        // backend 2 fails its health checks
+        for _ in 0..crate::nat::health::FALL {
+            st.report_health(2, false);
+        }
+        assert_eq!(rr(&mut st), vec![1; 6]);
+        // back to the config for 1: nothing is up
+        st.set_admin(1, None);
+        assert!(rr(&mut st).is_empty());
+        for s in [
+            Strategy::Weighted,
+            Strategy::LeastConnections,
+            Strategy::SourceHash,
+        ] {
+            assert_eq!(
+                pick(s, &bs, &mut st, client(1), false, (1, 2)),
+                None,
+                "{s:?}"
+            );
         }
     }
 }

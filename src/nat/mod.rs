@@ -47,6 +47,7 @@
 //! fixed up (no ALGs, for v4 or v6).
 
 pub mod alloc;
+pub mod health;
 pub mod lb;
 #[cfg(test)]
 mod tests;
@@ -63,6 +64,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 pub use alloc::AllocError;
+pub use health::HealthCheck;
 pub use lb::{Backend, Strategy};
 
 /// What a NAT rule does.
@@ -99,6 +101,8 @@ pub struct NatRule {
     pub mss_clamp: bool,
     /// Log every binding this rule makes.
     pub log: bool,
+    /// TCP connect health checks of the backends (dnat with backends only).
+    pub health: Option<health::HealthCheck>,
 }
 
 /// The NAT part of the config.
@@ -516,6 +520,183 @@ impl Nat {
             .get(i as usize)
             .map(|s| s.conns().to_vec())
             .unwrap_or_default()
+    }
+}
+
+/// One load-balancer backend as the control interface shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendState {
+    pub rule: u32,
+    pub index: u32,
+    pub addr: IpAddr,
+    pub port: Option<u16>,
+    pub weight: u32,
+    /// `down = true` in the config.
+    pub config_down: bool,
+    /// The operator override (`Some(true)` drained, `Some(false)` forced up).
+    pub admin: Option<bool>,
+    /// The health check's verdict (`None`: the rule has no health check).
+    pub healthy: Option<bool>,
+    /// Takes new flows.
+    pub up: bool,
+    /// Live connections (least-connections bookkeeping, 0 for other strategies).
+    pub conns: u32,
+}
+
+/// A backend to health-check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthTarget {
+    pub rule: u32,
+    pub backend: u32,
+    pub addr: std::net::SocketAddr,
+    pub check: HealthCheck,
+}
+
+/// Run-time backend changes that name no backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error("no load-balancer backend {0}{1}")]
+    NoSuchBackend(String, String),
+    #[error("no dnat rule named {0:?}")]
+    NoSuchRule(String),
+}
+
+impl Nat {
+    /// Every backend of every `dnat` rule with its state.
+    pub fn backends(&self) -> Vec<BackendState> {
+        let mut v = Vec::new();
+        for (ri, r) in self.rules.iter().enumerate() {
+            let NatAction::Dnat { backends, .. } = &r.action else {
+                continue;
+            };
+            let Some(st) = self.lb.get(ri) else { continue };
+            for (bi, b) in backends.iter().enumerate() {
+                v.push(BackendState {
+                    rule: ri as u32,
+                    index: bi as u32,
+                    addr: b.addr,
+                    port: b.port,
+                    weight: b.weight,
+                    config_down: b.down,
+                    admin: st.admin(bi),
+                    healthy: r.health.map(|_| st.health(bi).is_up()),
+                    up: st.is_up(bi, b),
+                    conns: st.conns().get(bi).copied().unwrap_or(0),
+                });
+            }
+        }
+        v
+    }
+
+    /// Drains (`Some(true)`), forces up (`Some(false)`) or returns to the
+    /// config (`None`) every backend at `addr` (and `port`, when given) of
+    /// the rule named `rule` (or of every dnat rule). Returns how many
+    /// backends changed; naming no backend is an error.
+    pub fn set_backend_admin(
+        &mut self,
+        rule: Option<&str>,
+        addr: IpAddr,
+        port: Option<u16>,
+        drained: Option<bool>,
+    ) -> Result<usize, BackendError> {
+        if let Some(name) = rule {
+            let known = self
+                .rules
+                .iter()
+                .any(|r| r.name == name && matches!(r.action, NatAction::Dnat { .. }));
+            if !known {
+                return Err(BackendError::NoSuchRule(name.to_string()));
+            }
+        }
+        let mut n = 0;
+        for (ri, r) in self.rules.iter().enumerate() {
+            let NatAction::Dnat { backends, .. } = &r.action else {
+                continue;
+            };
+            if rule.is_some_and(|name| r.name != name) {
+                continue;
+            }
+            let Some(st) = self.lb.get_mut(ri) else {
+                continue;
+            };
+            for (bi, b) in backends.iter().enumerate() {
+                if b.addr == addr && port.is_none_or(|p| b.port == Some(p)) {
+                    st.set_admin(bi, drained);
+                    n += 1;
+                }
+            }
+        }
+        if n == 0 {
+            let shown = match port {
+                Some(p) => std::net::SocketAddr::new(addr, p).to_string(),
+                None => addr.to_string(),
+            };
+            let within = rule.map_or(String::new(), |r| format!(" in rule {r:?}"));
+            return Err(BackendError::NoSuchBackend(shown, within));
+        }
+        Ok(n)
+    }
+
+    /// The backends to health-check (rules with `health_check`, backends with a port).
+    pub fn health_targets(&self) -> Vec<HealthTarget> {
+        let mut v = Vec::new();
+        for (ri, r) in self.rules.iter().enumerate() {
+            let (NatAction::Dnat { backends, .. }, Some(check)) = (&r.action, r.health) else {
+                continue;
+            };
+            for (bi, b) in backends.iter().enumerate() {
+                if let Some(p) = b.port {
+                    v.push(HealthTarget {
+                        rule: ri as u32,
+                        backend: bi as u32,
+                        addr: std::net::SocketAddr::new(b.addr, p),
+                        check,
+                    });
+                }
+            }
+        }
+        v
+    }
+
+    /// Feeds one health-check result; returns the backend's new state when
+    /// it changed (for a log line).
+    pub fn report_health(&mut self, rule: u32, backend: u32, ok: bool) -> Option<bool> {
+        self.lb
+            .get_mut(rule as usize)
+            .and_then(|s| s.report_health(backend as usize, ok))
+    }
+
+    /// Keeps the run-time backend state (operator overrides, health) of
+    /// `old` across a reload, for backends with the same rule name, address
+    /// and port.
+    pub fn carry_backend_state(&mut self, old: &Nat) {
+        for (ri, r) in self.rules.iter().enumerate() {
+            let NatAction::Dnat { backends, .. } = &r.action else {
+                continue;
+            };
+            let Some((oi, or)) = old
+                .rules
+                .iter()
+                .enumerate()
+                .find(|(_, o)| o.name == r.name && matches!(o.action, NatAction::Dnat { .. }))
+            else {
+                continue;
+            };
+            let NatAction::Dnat { backends: ob, .. } = &or.action else {
+                continue;
+            };
+            let (Some(os), Some(st)) = (old.lb.get(oi), self.lb.get_mut(ri)) else {
+                continue;
+            };
+            for (bi, b) in backends.iter().enumerate() {
+                if let Some(obi) = ob.iter().position(|o| o.addr == b.addr && o.port == b.port) {
+                    st.set_admin(bi, os.admin(obi));
+                    if r.health.is_some() && or.health.is_some() {
+                        st.set_health(bi, os.health(obi));
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -41,6 +41,7 @@ fn masq(to_tun: &[&str], ports: Option<(u16, u16)>) -> NatRule {
         },
         mss_clamp: false,
         log: true,
+        health: None,
     }
 }
 
@@ -51,6 +52,7 @@ fn dnat(matches: Rule, backends: Vec<Backend>, strategy: Strategy) -> NatRule {
         action: NatAction::Dnat { backends, strategy },
         mss_clamp: false,
         log: false,
+        health: None,
     }
 }
 
@@ -648,5 +650,118 @@ proptest! {
         for (_, f) in pl.conntrack().iter() {
             prop_assert!(ext.insert(f.reply), "external tuple shared: {:?}", f.reply);
         }
+    }
+}
+
+fn rr_pick(pl: &mut Pipeline, now: Instant, sport: u16) -> Verdict {
+    let mut syn = synth::tcp(
+        SocketAddr::new(ip("198.51.100.10"), sport),
+        sa("100.64.0.200:80"),
+        TcpSpec::default(),
+        b"",
+    )
+    .unwrap();
+    pl.handle(&mut syn, ZoneId::TUN, now)
+}
+
+fn rr_rule() -> NatRule {
+    let mut m = Rule::any(Action::Accept);
+    m.proto = Some(proto::TCP);
+    let bs = vec![backend("100.64.0.2", 80, 1), backend("100.64.0.3", 80, 1)];
+    let mut r = dnat(m, bs, Strategy::RoundRobin);
+    r.name = "web".into();
+    r
+}
+
+#[test]
+fn drained_backend_gets_no_new_flows_and_live_ones_go_on() {
+    let (mut pl, now) = pipeline(vec![rr_rule()], accept_all());
+    assert_eq!(rr_pick(&mut pl, now, 20000), Verdict::Forward(LAPTOP));
+    let n = pl
+        .nat_mut()
+        .set_backend_admin(Some("web"), ip("100.64.0.2"), Some(80), Some(true))
+        .unwrap();
+    assert_eq!(n, 1);
+    for i in 0..10 {
+        assert_eq!(rr_pick(&mut pl, now, 20001 + i), Verdict::Forward(PHONE));
+    }
+    // the live flow to the drained backend keeps its binding
+    assert_eq!(rr_pick(&mut pl, now, 20000), Verdict::Forward(LAPTOP));
+    let st = pl.nat().backends();
+    assert_eq!(st.len(), 2);
+    assert!(!st[0].up && st[0].admin == Some(true) && st[1].up, "{st:?}");
+    // errors name what is missing
+    assert_eq!(
+        pl.nat_mut()
+            .set_backend_admin(Some("nope"), ip("100.64.0.2"), None, Some(true)),
+        Err(BackendError::NoSuchRule("nope".into()))
+    );
+    assert!(matches!(
+        pl.nat_mut()
+            .set_backend_admin(None, ip("100.64.0.9"), None, Some(true)),
+        Err(BackendError::NoSuchBackend(..))
+    ));
+    // undrain: both again
+    pl.nat_mut()
+        .set_backend_admin(None, ip("100.64.0.2"), None, Some(false))
+        .unwrap();
+    let mut seen = HashSet::new();
+    for i in 0..4 {
+        if let Verdict::Forward(z) = rr_pick(&mut pl, now, 21000 + i) {
+            seen.insert(z);
+        }
+    }
+    assert_eq!(seen.len(), 2);
+}
+
+#[test]
+fn health_checks_take_a_backend_out_and_back() {
+    let mut r = rr_rule();
+    r.health = Some(HealthCheck {
+        interval: std::time::Duration::from_secs(2),
+        timeout: std::time::Duration::from_secs(1),
+    });
+    let (mut pl, now) = pipeline(vec![r], accept_all());
+    let t = pl.nat().health_targets();
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[1].addr, sa("100.64.0.3:80"));
+    for _ in 0..health::FALL {
+        pl.nat_mut().report_health(0, 1, false);
+    }
+    assert_eq!(pl.nat().backends()[1].healthy, Some(false));
+    for i in 0..6 {
+        assert_eq!(rr_pick(&mut pl, now, 30000 + i), Verdict::Forward(LAPTOP));
+    }
+    let mut changes = Vec::new();
+    for _ in 0..health::RISE {
+        changes.push(pl.nat_mut().report_health(0, 1, true));
+    }
+    assert_eq!(changes.last(), Some(&Some(true)));
+    let mut seen = HashSet::new();
+    for i in 0..4 {
+        if let Verdict::Forward(z) = rr_pick(&mut pl, now, 31000 + i) {
+            seen.insert(z);
+        }
+    }
+    assert_eq!(seen.len(), 2);
+}
+
+#[test]
+fn a_reload_keeps_drains_by_rule_name_and_backend() {
+    let (mut pl, now) = pipeline(vec![rr_rule()], accept_all());
+    pl.nat_mut()
+        .set_backend_admin(None, ip("100.64.0.3"), Some(80), Some(true))
+        .unwrap();
+    let mut cfg = testbed::config(accept_all());
+    cfg.nat = NatConfig {
+        rules: vec![rr_rule()],
+        local_nets: vec!["100.64.0.1/24".parse().unwrap()],
+        peer_routes: cfg.peer_routes.clone(),
+        mtu: 1420,
+    };
+    pl.reload(cfg);
+    assert_eq!(pl.nat().backends()[1].admin, Some(true));
+    for i in 0..4 {
+        assert_eq!(rr_pick(&mut pl, now, 40000 + i), Verdict::Forward(LAPTOP));
     }
 }

@@ -333,10 +333,11 @@ impl Pipeline {
         self.netstack = p.netstack;
         self.limiter = ReplyLimiter::new(p.reply_per_sec, p.reply_burst);
         // NAT rules are replaced; live bindings stay in their flows, and the
-        // counters carry on.
-        let stats = self.nat.stats;
-        self.nat = Nat::new(p.nat, self.nat.hash_key());
-        self.nat.stats = stats;
+        // counters and the run-time backend state (drains, health) carry on.
+        let key = self.nat.hash_key();
+        let old = std::mem::replace(&mut self.nat, Nat::new(p.nat, key));
+        self.nat.stats = old.stats;
+        self.nat.carry_backend_state(&old);
         self.generation = self.generation.wrapping_add(1);
     }
 
@@ -1209,6 +1210,11 @@ impl Pipeline {
     /// The NAT engine (counters, rules, balancer state).
     pub fn nat(&self) -> &Nat {
         &self.nat
+    }
+
+    /// The NAT engine, for run-time backend changes (`ctl nat drain`, health checks).
+    pub fn nat_mut(&mut self) -> &mut Nat {
+        &mut self.nat
     }
 
     fn push_event(&mut self, ev: Event) {
