@@ -32,7 +32,7 @@
 //! Layout: flows live in a slab (`Vec<Flow>`, free slots chained); the index is
 //! a `hashbrown::HashTable<u32>` of `slot << 1 | direction` for both keys,
 //! compared against the slab entry, so the index costs ~5 bytes per key slot.
-//! Hashing is keyed SipHash-1-3. [`Conntrack::track`] never allocates; flow
+//! Hashing is keyed (`FlowHasher`: a keyed folded multiply, see `key`). [`Conntrack::track`] never allocates; flow
 //! ids are slot numbers and are reused after a flow is removed.
 //! The sweep is a clock hand over the slab, a bounded number of slots per call.
 
@@ -48,7 +48,7 @@ mod tests;
 
 pub use config::{CtConfig, Timeouts};
 pub use flow::Flow;
-pub use key::FlowKey;
+pub use key::{FlowHasher, FlowKey};
 
 use std::time::{Duration, Instant};
 
@@ -275,8 +275,7 @@ pub struct Conntrack {
     cfg: CtConfig,
     max: usize,
     timeouts: [u64; N_CLASSES],
-    k0: u64,
-    k1: u64,
+    hasher: FlowHasher,
     epoch: Instant,
     slab: Vec<Flow>,
     free_head: u32,
@@ -340,15 +339,14 @@ pub struct Ended {
 }
 
 impl Conntrack {
-    /// An empty table. `hash_key` keys SipHash (pick it at random); `now` is the
+    /// An empty table. `hash_key` keys the flow hash (pick it at random); `now` is the
     /// table's epoch.
     pub fn new(cfg: CtConfig, hash_key: (u64, u64), now: Instant) -> Self {
         Conntrack {
             max: cfg.max_entries.min(MAX_SLOTS),
             timeouts: timeout_table(&cfg.timeouts),
             cfg,
-            k0: hash_key.0,
-            k1: hash_key.1,
+            hasher: FlowHasher::new(hash_key.0, hash_key.1),
             epoch: now,
             slab: Vec::new(),
             free_head: NIL,
@@ -419,7 +417,7 @@ impl Conntrack {
     /// Finds the slot and direction of `key`, ignoring liveness.
     #[inline]
     fn find(&self, key: &FlowKey) -> Option<(usize, Dir)> {
-        let h = key.hash_with(self.k0, self.k1);
+        let h = key.hash_with(&self.hasher);
         let slab = &self.slab;
         self.index
             .find(h, |&e| {
@@ -670,8 +668,8 @@ impl Conntrack {
             return Err(CtError::Full);
         }
         let slot = self.alloc(orig);
-        let h_orig = orig.hash_with(self.k0, self.k1);
-        let h_reply = reply.hash_with(self.k0, self.k1);
+        let h_orig = orig.hash_with(&self.hasher);
+        let h_reply = reply.hash_with(&self.hasher);
         let deadline = now.saturating_add(self.timeout(class));
         if let Some(f) = self.slab.get_mut(slot) {
             *f = Flow::vacant(orig);
@@ -682,14 +680,14 @@ impl Conntrack {
             f.class = class;
             f.flags = FL_LIVE | flags;
         }
-        let (k0, k1) = (self.k0, self.k1);
+        let hasher = self.hasher;
         let slab = &self.slab;
         let rehash = |&e: &u32| {
             slab.get((e >> 1) as usize).map_or(0, |f| {
                 if e & 1 == 0 {
-                    f.orig.hash_with(k0, k1)
+                    f.orig.hash_with(&hasher)
                 } else {
-                    f.reply.hash_with(k0, k1)
+                    f.reply.hash_with(&hasher)
                 }
             })
         };
@@ -805,7 +803,7 @@ impl Conntrack {
     }
 
     fn unindex(&mut self, key: &FlowKey, entry: u32) {
-        let h = key.hash_with(self.k0, self.k1);
+        let h = key.hash_with(&self.hasher);
         if let Ok(e) = self.index.find_entry(h, |&x| x == entry) {
             e.remove();
         }
