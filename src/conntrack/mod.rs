@@ -277,6 +277,9 @@ pub struct Conntrack {
     timeouts: [u64; N_CLASSES],
     hasher: FlowHasher,
     epoch: Instant,
+    /// The last `now` converted by `ns_cached` and its value.
+    last_now: Instant,
+    last_ns: u64,
     slab: Vec<Flow>,
     free_head: u32,
     index: HashTable<u32>,
@@ -348,6 +351,8 @@ impl Conntrack {
             cfg,
             hasher: FlowHasher::new(hash_key.0, hash_key.1),
             epoch: now,
+            last_now: now,
+            last_ns: 0,
             slab: Vec::new(),
             free_head: NIL,
             index: HashTable::new(),
@@ -401,12 +406,28 @@ impl Conntrack {
         &self.cfg
     }
 
+    /// `now` as nanoseconds since the epoch (saturating; 2^64 ns is 584 years).
     #[inline]
     fn ns(&self, now: Instant) -> u64 {
         let d = now.saturating_duration_since(self.epoch);
         d.as_secs()
             .saturating_mul(1_000_000_000)
             .saturating_add(u64::from(d.subsec_nanos()))
+    }
+
+    /// Like [`Conntrack::ns`], remembering the last conversion: a caller that
+    /// hands a batch of packets the same `now` (one clock read per batch) pays
+    /// for the `Instant` subtraction once per batch; a different `now` costs
+    /// one extra comparison. Same result either way.
+    #[inline]
+    fn ns_cached(&mut self, now: Instant) -> u64 {
+        if now == self.last_now {
+            return self.last_ns;
+        }
+        let ns = self.ns(now);
+        self.last_now = now;
+        self.last_ns = ns;
+        ns
     }
 
     #[inline]
@@ -445,7 +466,7 @@ impl Conntrack {
     /// Looks the packet up; for a known flow runs the state machine / window
     /// check and refreshes its timeout. Never creates a flow; never allocates.
     pub fn track(&mut self, zone: ZoneId, meta: &PacketMeta, now: Instant) -> Track {
-        let now = self.ns(now);
+        let now = self.ns_cached(now);
         let t = self.track_ns(zone, meta, now);
         if let Track::Invalid(r) = t {
             if let Some(c) = self.invalid.get_mut(r as usize) {
@@ -645,7 +666,7 @@ impl Conntrack {
         generation: u32,
         now: Instant,
     ) -> Result<FlowId, CtError> {
-        let now = self.ns(now);
+        let now = self.ns_cached(now);
         let orig = FlowKey::from_meta(zone, meta);
         let reply = reply.unwrap_or_else(|| orig.inverse(egress));
         let (class, flags, win) = match meta.l4 {
@@ -877,7 +898,7 @@ impl Conntrack {
     /// that keeps going round, so the cost per call is bounded; call it often.
     /// Returns how many flows were removed.
     pub fn expire(&mut self, now: Instant, max: usize) -> usize {
-        let now = self.ns(now);
+        let now = self.ns_cached(now);
         self.expire_ns(now, max, max.saturating_mul(4).saturating_add(16))
     }
 
