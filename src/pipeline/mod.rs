@@ -518,7 +518,7 @@ impl Pipeline {
         match self.ct.track(ingress, meta, now) {
             Track::Tracked { id, dir, state } => {
                 let current = self.generation;
-                if !self.ct.flow(id).is_some_and(|f| f.generation == current) {
+                if self.ct.flow(id).is_none_or(|f| f.generation != current) {
                     if let Some(v) = self.recheck(id, pkt, meta, dir, now, t) {
                         return v;
                     }
