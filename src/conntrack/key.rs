@@ -109,19 +109,19 @@ impl FlowHasher {
     }
 
     /// Hashes one flow key.
-    #[inline]
+    #[inline(always)]
     pub fn hash(&self, key: &FlowKey) -> u64 {
         let [k0, k1, k2, k3, k4, k5] = self.k;
         let head = u64::from(key.zone.0)
             | u64::from(key.proto) << 16
             | u64::from(key.sport) << 24
             | u64::from(key.dport) << 40;
-        let h = match (key.src, key.dst) {
+        let h = match (&key.src, &key.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => fmul(
                 (head | 4 << 56) ^ k0,
-                (u64::from(u32::from(s)) << 32 | u64::from(u32::from(d))) ^ k1,
+                (u64::from(u32::from(*s)) << 32 | u64::from(u32::from(*d))) ^ k1,
             ),
-            (s, d) => {
+            (&s, &d) => {
                 let bits = |a: IpAddr| match a {
                     IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
                     IpAddr::V6(v6) => u128::from(v6),

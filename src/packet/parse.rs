@@ -406,9 +406,7 @@ fn finish_l4(
         }
     }
     let hdr_len = match (proto_, v6) {
-        (proto::TCP, _) => {
-            parse_tcp(seg, &mut meta.l4)?
-        }
+        (proto::TCP, _) => parse_tcp(seg, &mut meta.l4)?,
         (proto::UDP, _) => {
             let u: &[u8; 8] = seg
                 .get(..8)
