@@ -450,7 +450,12 @@ fn verify_l4(pkt: &[u8], l4_off: usize, proto_: u8, v6: bool) -> bool {
         _ => {
             let addrs = if v6 { pkt.get(8..40) } else { pkt.get(12..20) };
             let Some(a) = addrs else { return false };
-            checksum::sum(a) + u32::from(proto_) + len
+            // Pseudo header and segment in one accumulation, folded once.
+            let acc = checksum::acc_ne(a)
+                + checksum::acc_ne(seg)
+                + checksum::acc_of_be16(u16::from(proto_))
+                + checksum::acc_of_be16(checksum::fold(len));
+            return checksum::fold(checksum::sum_of_acc(acc)) == 0xffff;
         }
     };
     checksum::fold(checksum::sum(seg) + ph) == 0xffff
