@@ -7,7 +7,10 @@
 //!     target/release/examples/fastpath_count v4 0 100000
 //! ```
 //!
-//! Arguments: family (`v4` / `v6`), TCP payload length, packet count. The
+//! Arguments: family (`v4` / `v6`), TCP payload length, packet count, and
+//! optionally `tick` (every packet gets its own `now`, 1 µs apart, as a shell
+//! reading the clock per packet would pass; the instants are made before
+//! `run`). The
 //! setup matches `benches/fastpath.rs`; `run` holds only the timed loop, so
 //! instructions collected in it divided by the count are instructions/packet
 //! (including the per-iteration buffer copy, as in the bench).
@@ -22,9 +25,10 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 #[inline(never)]
-fn run(p: &mut Pipeline, data: &[u8], buf: &mut [u8], n: u64, now: Instant) -> u64 {
+fn run(p: &mut Pipeline, data: &[u8], buf: &mut [u8], nows: &[Instant], n: u64) -> u64 {
     let mut fwd = 0;
-    for _ in 0..n {
+    for i in 0..n {
+        let now = nows[i as usize % nows.len()];
         buf.copy_from_slice(data);
         if let Verdict::Forward(_) = black_box(p.handle(black_box(&mut *buf), ZoneId::peer(0), now))
         {
@@ -94,7 +98,14 @@ fn main() {
     )
     .expect("data");
     let mut buf = data.clone();
-    let fwd = run(&mut p, &data, &mut buf, n, now);
+    let nows: Vec<Instant> = if args.get(4).map(String::as_str) == Some("tick") {
+        (0..n)
+            .map(|i| now + std::time::Duration::from_micros(i + 1))
+            .collect()
+    } else {
+        vec![now]
+    };
+    let fwd = run(&mut p, &data, &mut buf, &nows, n);
     assert_eq!(fwd, n, "every packet must take the fast path");
     println!("{fam} {} bytes: {n} packets forwarded", data.len());
 }
