@@ -465,6 +465,7 @@ impl Conntrack {
 
     /// Looks the packet up; for a known flow runs the state machine / window
     /// check and refreshes its timeout. Never creates a flow; never allocates.
+    #[inline]
     pub fn track(&mut self, zone: ZoneId, meta: &PacketMeta, now: Instant) -> Track {
         let now = self.ns_cached(now);
         let t = self.track_ns(zone, meta, now);
@@ -478,7 +479,7 @@ impl Conntrack {
 
     fn track_ns(&mut self, zone: ZoneId, meta: &PacketMeta, now: u64) -> Track {
         match meta.l4 {
-            L4::Tcp(t) => self.track_tcp(zone, meta, &t, now),
+            L4::Tcp(ref t) => self.track_tcp(zone, meta, t, now),
             L4::Icmp(i) if i.is_error => self.track_icmp_error(zone, &i, now),
             L4::Icmp(i) => {
                 let key = FlowKey::from_meta(zone, meta);
