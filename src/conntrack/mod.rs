@@ -32,7 +32,7 @@
 //! Layout: flows live in a slab (`Vec<Flow>`, free slots chained); the index is
 //! a `hashbrown::HashTable<u32>` of `slot << 1 | direction` for both keys,
 //! compared against the slab entry, so the index costs ~5 bytes per key slot.
-//! Hashing is keyed SipHash-1-3. [`Conntrack::track`] never allocates; flow
+//! Hashing is keyed (`FlowHasher`: a keyed folded multiply, see `key`). [`Conntrack::track`] never allocates; flow
 //! ids are slot numbers and are reused after a flow is removed.
 //! The sweep is a clock hand over the slab, a bounded number of slots per call.
 
@@ -48,7 +48,7 @@ mod tests;
 
 pub use config::{CtConfig, Timeouts};
 pub use flow::Flow;
-pub use key::FlowKey;
+pub use key::{FlowHasher, FlowKey};
 
 use std::time::{Duration, Instant};
 
@@ -275,9 +275,11 @@ pub struct Conntrack {
     cfg: CtConfig,
     max: usize,
     timeouts: [u64; N_CLASSES],
-    k0: u64,
-    k1: u64,
+    hasher: FlowHasher,
     epoch: Instant,
+    /// The last `now` converted by `ns_cached` and its value.
+    last_now: Instant,
+    last_ns: u64,
     slab: Vec<Flow>,
     free_head: u32,
     index: HashTable<u32>,
@@ -340,16 +342,17 @@ pub struct Ended {
 }
 
 impl Conntrack {
-    /// An empty table. `hash_key` keys SipHash (pick it at random); `now` is the
+    /// An empty table. `hash_key` keys the flow hash (pick it at random); `now` is the
     /// table's epoch.
     pub fn new(cfg: CtConfig, hash_key: (u64, u64), now: Instant) -> Self {
         Conntrack {
             max: cfg.max_entries.min(MAX_SLOTS),
             timeouts: timeout_table(&cfg.timeouts),
             cfg,
-            k0: hash_key.0,
-            k1: hash_key.1,
+            hasher: FlowHasher::new(hash_key.0, hash_key.1),
             epoch: now,
+            last_now: now,
+            last_ns: 0,
             slab: Vec::new(),
             free_head: NIL,
             index: HashTable::new(),
@@ -403,12 +406,28 @@ impl Conntrack {
         &self.cfg
     }
 
+    /// `now` as nanoseconds since the epoch (saturating; 2^64 ns is 584 years).
     #[inline]
     fn ns(&self, now: Instant) -> u64 {
         let d = now.saturating_duration_since(self.epoch);
         d.as_secs()
             .saturating_mul(1_000_000_000)
             .saturating_add(u64::from(d.subsec_nanos()))
+    }
+
+    /// Like [`Conntrack::ns`], remembering the last conversion: a caller that
+    /// hands a batch of packets the same `now` (one clock read per batch) pays
+    /// for the `Instant` subtraction once per batch; a different `now` costs
+    /// one extra comparison. Same result either way.
+    #[inline]
+    fn ns_cached(&mut self, now: Instant) -> u64 {
+        if now == self.last_now {
+            return self.last_ns;
+        }
+        let ns = self.ns(now);
+        self.last_now = now;
+        self.last_ns = ns;
+        ns
     }
 
     #[inline]
@@ -419,7 +438,7 @@ impl Conntrack {
     /// Finds the slot and direction of `key`, ignoring liveness.
     #[inline]
     fn find(&self, key: &FlowKey) -> Option<(usize, Dir)> {
-        let h = key.hash_with(self.k0, self.k1);
+        let h = key.hash_with(&self.hasher);
         let slab = &self.slab;
         self.index
             .find(h, |&e| {
@@ -446,8 +465,9 @@ impl Conntrack {
 
     /// Looks the packet up; for a known flow runs the state machine / window
     /// check and refreshes its timeout. Never creates a flow; never allocates.
+    #[inline]
     pub fn track(&mut self, zone: ZoneId, meta: &PacketMeta, now: Instant) -> Track {
-        let now = self.ns(now);
+        let now = self.ns_cached(now);
         let t = self.track_ns(zone, meta, now);
         if let Track::Invalid(r) = t {
             if let Some(c) = self.invalid.get_mut(r as usize) {
@@ -459,7 +479,7 @@ impl Conntrack {
 
     fn track_ns(&mut self, zone: ZoneId, meta: &PacketMeta, now: u64) -> Track {
         match meta.l4 {
-            L4::Tcp(t) => self.track_tcp(zone, meta, &t, now),
+            L4::Tcp(ref t) => self.track_tcp(zone, meta, t, now),
             L4::Icmp(i) if i.is_error => self.track_icmp_error(zone, &i, now),
             L4::Icmp(i) => {
                 let key = FlowKey::from_meta(zone, meta);
@@ -647,7 +667,7 @@ impl Conntrack {
         generation: u32,
         now: Instant,
     ) -> Result<FlowId, CtError> {
-        let now = self.ns(now);
+        let now = self.ns_cached(now);
         let orig = FlowKey::from_meta(zone, meta);
         let reply = reply.unwrap_or_else(|| orig.inverse(egress));
         let (class, flags, win) = match meta.l4 {
@@ -670,8 +690,8 @@ impl Conntrack {
             return Err(CtError::Full);
         }
         let slot = self.alloc(orig);
-        let h_orig = orig.hash_with(self.k0, self.k1);
-        let h_reply = reply.hash_with(self.k0, self.k1);
+        let h_orig = orig.hash_with(&self.hasher);
+        let h_reply = reply.hash_with(&self.hasher);
         let deadline = now.saturating_add(self.timeout(class));
         if let Some(f) = self.slab.get_mut(slot) {
             *f = Flow::vacant(orig);
@@ -682,14 +702,14 @@ impl Conntrack {
             f.class = class;
             f.flags = FL_LIVE | flags;
         }
-        let (k0, k1) = (self.k0, self.k1);
+        let hasher = self.hasher;
         let slab = &self.slab;
         let rehash = |&e: &u32| {
             slab.get((e >> 1) as usize).map_or(0, |f| {
                 if e & 1 == 0 {
-                    f.orig.hash_with(k0, k1)
+                    f.orig.hash_with(&hasher)
                 } else {
-                    f.reply.hash_with(k0, k1)
+                    f.reply.hash_with(&hasher)
                 }
             })
         };
@@ -805,7 +825,7 @@ impl Conntrack {
     }
 
     fn unindex(&mut self, key: &FlowKey, entry: u32) {
-        let h = key.hash_with(self.k0, self.k1);
+        let h = key.hash_with(&self.hasher);
         if let Ok(e) = self.index.find_entry(h, |&x| x == entry) {
             e.remove();
         }
@@ -879,7 +899,7 @@ impl Conntrack {
     /// that keeps going round, so the cost per call is bounded; call it often.
     /// Returns how many flows were removed.
     pub fn expire(&mut self, now: Instant, max: usize) -> usize {
-        let now = self.ns(now);
+        let now = self.ns_cached(now);
         self.expire_ns(now, max, max.saturating_mul(4).saturating_add(16))
     }
 

@@ -28,9 +28,18 @@ use super::{proto, PacketMeta, L4};
 /// counts as the high byte of a zero-padded big-endian word.
 #[inline]
 pub fn sum(data: &[u8]) -> u32 {
+    sum_of_acc(acc_ne(data))
+}
+
+/// The unfolded native-endian accumulation behind [`sum`]: pieces that start
+/// at even offsets may be accumulated separately, added, and finished once
+/// with [`sum_of_acc`] (RFC 1071 2(B): the sum is byte-order independent and
+/// 2^16 = 1 mod 0xffff). The total must stay below 2^64: at most ~2^32 bytes.
+#[inline]
+pub(crate) fn acc_ne(data: &[u8]) -> u64 {
+    let mut acc: u64 = 0;
     // 32-bit native words into a 64-bit accumulator: no carry chain, so the
     // loop vectorizes; 65535 bytes add at most 2^14 * 2^32 < 2^64.
-    let mut acc: u64 = 0;
     let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
         let mut w = [0u8; 4];
@@ -50,7 +59,18 @@ pub fn sum(data: &[u8]) -> u32 {
         // The odd byte is the high byte of a zero-padded big-endian word.
         tail += u64::from(u16::from_ne_bytes([b, 0]));
     }
-    acc += tail;
+    acc + tail
+}
+
+/// A 16-bit big-endian value as a term of an [`acc_ne`] accumulation.
+#[inline]
+pub(crate) fn acc_of_be16(v: u16) -> u64 {
+    u64::from(u16::from_ne_bytes(v.to_be_bytes()))
+}
+
+/// Finishes an [`acc_ne`] accumulation: the folded RFC 1071 sum, as [`sum`] returns it.
+#[inline]
+pub(crate) fn sum_of_acc(acc: u64) -> u32 {
     // Fold 64 -> 32 -> 16 bits with end-around carry.
     let mut s = (acc & 0xffff_ffff) + (acc >> 32);
     s = (s & 0xffff_ffff) + (s >> 32);

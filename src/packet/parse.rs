@@ -406,11 +406,7 @@ fn finish_l4(
         }
     }
     let hdr_len = match (proto_, v6) {
-        (proto::TCP, _) => {
-            let t = parse_tcp(seg)?;
-            meta.l4 = L4::Tcp(t.0);
-            t.1
-        }
+        (proto::TCP, _) => parse_tcp(seg, &mut meta.l4)?,
         (proto::UDP, _) => {
             let u: &[u8; 8] = seg
                 .get(..8)
@@ -454,15 +450,21 @@ fn verify_l4(pkt: &[u8], l4_off: usize, proto_: u8, v6: bool) -> bool {
         _ => {
             let addrs = if v6 { pkt.get(8..40) } else { pkt.get(12..20) };
             let Some(a) = addrs else { return false };
-            checksum::sum(a) + u32::from(proto_) + len
+            // Pseudo header and segment in one accumulation, folded once.
+            let acc = checksum::acc_ne(a)
+                + checksum::acc_ne(seg)
+                + checksum::acc_of_be16(u16::from(proto_))
+                + checksum::acc_of_be16(checksum::fold(len));
+            return checksum::fold(checksum::sum_of_acc(acc)) == 0xffff;
         }
     };
     checksum::fold(checksum::sum(seg) + ph) == 0xffff
 }
 
-/// Parses a TCP header; returns the info and the header length.
+/// Parses a TCP header into `l4` (in place: no header struct is copied
+/// through the stack); returns the header length. `l4` is unchanged on error.
 #[inline]
-fn parse_tcp(seg: &[u8]) -> Result<(TcpInfo, usize), ParseError> {
+fn parse_tcp(seg: &[u8], l4: &mut L4) -> Result<usize, ParseError> {
     let h: &[u8; 20] = seg
         .get(..20)
         .and_then(|s| s.try_into().ok())
@@ -472,7 +474,7 @@ fn parse_tcp(seg: &[u8]) -> Result<(TcpInfo, usize), ParseError> {
         return Err(ParseError::BadL4);
     }
     let opts = seg.get(20..hlen).ok_or(ParseError::TruncatedL4)?;
-    let mut t = TcpInfo {
+    *l4 = L4::Tcp(TcpInfo {
         sport: u16::from_be_bytes([h[0], h[1]]),
         dport: u16::from_be_bytes([h[2], h[3]]),
         seq: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
@@ -480,11 +482,11 @@ fn parse_tcp(seg: &[u8]) -> Result<(TcpInfo, usize), ParseError> {
         flags: h[13],
         window: u16::from_be_bytes([h[14], h[15]]),
         ..TcpInfo::default()
-    };
-    if !opts.is_empty() {
-        parse_tcp_options(opts, &mut t);
+    });
+    if let (false, L4::Tcp(t)) = (opts.is_empty(), l4) {
+        parse_tcp_options(opts, t);
     }
-    Ok((t, hlen))
+    Ok(hlen)
 }
 
 /// TCP option kinds (RFC 9293 3.1, RFC 7323, RFC 2018).

@@ -451,6 +451,11 @@ impl Pipeline {
         if self.ct.has_ended() {
             self.drain_ended(now);
         }
+        if let Verdict::Forward(_) = v {
+            // The common case, without `finish`'s match.
+            self.stats.forwarded.add(len);
+            return v;
+        }
         self.finish(v, len)
     }
 
@@ -533,11 +538,14 @@ impl Pipeline {
         let len = pkt.len();
         match self.ct.track(ingress, meta, now) {
             Track::Tracked { id, dir, state } => {
-                if self.flow_generation(id) != Some(self.generation) {
+                let current = self.generation;
+                if self.ct.flow(id).is_none_or(|f| f.generation != current) {
                     if let Some(v) = self.recheck(id, pkt, meta, dir, now, t) {
                         return v;
                     }
                 }
+                // One flow access for the rest of the fast path (the shaper
+                // and the counters are other fields).
                 let Some(flow) = self.ct.flow_mut(id) else {
                     return Verdict::Drop(DropReason::Invalid);
                 };
@@ -553,9 +561,6 @@ impl Pipeline {
                         return Verdict::Drop(DropReason::RateLimited);
                     }
                 }
-                let Some(flow) = self.ct.flow_mut(id) else {
-                    return Verdict::Drop(DropReason::Invalid);
-                };
                 flow.count(dir, len);
                 let x = xlate::is_translated(flow).then(|| xlate::target(flow, dir));
                 self.last_xlate = x;
