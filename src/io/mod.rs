@@ -38,10 +38,13 @@
 //! Logging (`tracing`): a startup line with the listen port and public key;
 //! verdicts at debug; the first and every 2^n-th drop of each reason at info.
 
+pub mod batch;
+mod batched;
 pub mod capture;
 pub mod control;
 pub mod events;
 pub mod metrics;
+pub mod offload;
 pub mod privs;
 pub mod reload;
 pub mod tun;
@@ -49,7 +52,7 @@ pub mod tun;
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::verdict::{DropReason, Verdict};
 use crate::wg::keys::encode_key;
-use crate::wg::{canonical, EncapStatus, WgConfig, WgDevice, WgOutput};
+use crate::wg::{EncapStatus, WgConfig, WgDevice, WgOutput};
 use crate::zone::ZoneId;
 use anyhow::Context;
 use ipnetwork::IpNetwork;
@@ -89,6 +92,12 @@ pub struct IoCounters {
     pub udp_rx: u64,
     pub udp_tx: u64,
     pub send_errors: u64,
+    /// `recvmmsg` / `sendmmsg` calls and TUN readiness batches (the
+    /// datagrams and packets per call are `udp_rx / udp_rx_calls`, ...).
+    pub udp_rx_calls: u64,
+    pub tun_tx_writes: u64,
+    pub udp_tx_calls: u64,
+    pub tun_rx_batches: u64,
     /// Drops and rejects by reason name (`kill_switch`, `spoofed_source`, ...).
     pub drops: BTreeMap<&'static str, u64>,
 }
@@ -113,7 +122,13 @@ impl IoCounters {
 /// runtime starts, so the drop applies to a single-threaded process.
 pub fn run(settings: RunSettings) -> anyhow::Result<()> {
     let wg = WgDevice::new(settings.wg.clone()).context("WireGuard peers")?;
-    let dev = tun::open_tun(&settings.tun_name, settings.mtu, &settings.addresses)?;
+    let tun_vnet = batched::want_tun_offload();
+    let dev = tun::open_tun_with(
+        &settings.tun_name,
+        settings.mtu,
+        &settings.addresses,
+        tun_vnet,
+    )?;
     let (udp, dual) = tun::bind_udp(settings.wg.listen_port)?;
     let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
     // Sockets that need privileges (a root-owned directory) come before the drop.
@@ -172,7 +187,16 @@ pub fn run(settings: RunSettings) -> anyhow::Result<()> {
         u64::from_le_bytes(hash_key[8..].try_into().unwrap_or_default()),
     );
     let counters = rt.block_on(async move {
-        let tun = ::tun::AsyncDevice::new(dev).context("TUN async")?;
+        // batched IO (see `batched`): the TUN fd under our own readiness,
+        // GRO/GSO on the UDP socket when the kernel has them
+        let tun = batched::async_tun(dev)?;
+        let (gro, gso) = batched::udp_offloads(&udp);
+        tracing::info!(
+            udp_gro = gro,
+            udp_gso = gso,
+            tun_vnet_hdr = tun_vnet,
+            "batched IO"
+        );
         let udp = tokio::net::UdpSocket::from_std(udp).context("UDP async")?;
         let mut pipeline = Pipeline::new(settings.pipeline.clone(), hk, Instant::now());
         pipeline.set_shaper(&settings.ops.limits);
@@ -196,6 +220,11 @@ pub fn run(settings: RunSettings) -> anyhow::Result<()> {
             pipeline,
             counters: IoCounters::default(),
             outs: Vec::new(),
+            tx: batch::UdpTx::new(gso),
+            rx_gro: gro,
+            tun_vnet,
+            tun_tx: offload::TunTx::new(tun_vnet),
+            dec: vec![0; crate::wg::BUF_LEN],
             capture: capture::RotatingPcap::new(&settings.ops.capture),
             events,
             latency: crate::telemetry::histogram::Histogram::default(),
@@ -217,13 +246,21 @@ pub fn run(settings: RunSettings) -> anyhow::Result<()> {
 }
 
 struct Shell {
-    tun: ::tun::AsyncDevice,
+    tun: tokio::io::unix::AsyncFd<::tun::Device>,
     udp: tokio::net::UdpSocket,
     dual: bool,
     wg: WgDevice,
     pipeline: Pipeline,
     counters: IoCounters,
     outs: Vec<WgOutput>,
+    /// Datagrams collected during one batch, sent by `flush_tx`.
+    tx: batch::UdpTx,
+    rx_gro: bool,
+    /// The TUN has IFF_VNET_HDR: writes are queued in `tun_tx` (coalesced).
+    tun_vnet: bool,
+    tun_tx: offload::TunTx,
+    /// Decryption buffer (no allocation per packet).
+    dec: Vec<u8>,
     capture: Option<capture::RotatingPcap>,
     events: events::EventSink,
     latency: crate::telemetry::histogram::Histogram,
@@ -268,8 +305,8 @@ impl Shell {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_housekeeping = Instant::now();
-        let mut tun_buf = vec![0u8; crate::wg::MAX_PACKET];
-        let mut udp_buf = vec![0u8; crate::wg::MAX_PACKET];
+        let mut tun_pool = batched::TunPool::new(self.settings.mtu, self.tun_vnet);
+        let mut rx = batch::UdpRx::new(self.rx_gro, crate::wg::MAX_PACKET);
         loop {
             tokio::select! {
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
@@ -284,24 +321,13 @@ impl Shell {
                 Some(sc) = self.scrape_rx.recv() => {
                     let _ = sc.reply.send(self.render_metrics());
                 }
-                r = self.tun.recv(&mut tun_buf) => {
-                    let n = r.context("TUN read")?;
-                    self.counters.tun_rx += 1;
-                    if let Some(pkt) = tun_buf.get_mut(..n) {
-                        self.on_tun_packet(pkt).await;
-                    }
+                r = self.tun.readable() => {
+                    batched::read_tun(r.context("TUN wait")?, &mut tun_pool).context("TUN read")?;
+                    self.on_tun_batch(&mut tun_pool).await;
                 }
-                r = self.udp.recv_from(&mut udp_buf) => {
-                    match r {
-                        Ok((n, from)) => {
-                            self.counters.udp_rx += 1;
-                            if let Some(d) = udp_buf.get(..n) {
-                                self.on_datagram(canonical(from), d).await;
-                            }
-                        }
-                        // ICMP errors surface as recv errors on Linux (ECONNREFUSED): not fatal.
-                        Err(e) => tracing::debug!(error = %e, "UDP receive"),
-                    }
+                r = self.udp.readable() => {
+                    r.context("UDP wait")?;
+                    self.on_udp_ready(&mut rx).await;
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
@@ -317,6 +343,12 @@ impl Shell {
                     }
                     self.flush_outs(now).await;
                 }
+            }
+            if !self.tx.is_empty() {
+                self.flush_tx().await;
+            }
+            if !self.tun_tx.is_empty() {
+                self.flush_tun();
             }
         }
         self.log_report();
@@ -335,6 +367,10 @@ impl Shell {
             ("udp_rx", c.udp_rx),
             ("udp_tx", c.udp_tx),
             ("send_errors", c.send_errors),
+            ("udp_rx_calls", c.udp_rx_calls),
+            ("tun_tx_writes", c.tun_tx_writes),
+            ("udp_tx_calls", c.udp_tx_calls),
+            ("tun_rx_batches", c.tun_rx_batches),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -530,7 +566,19 @@ impl Shell {
     async fn on_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
         let now = Instant::now();
         let mut outs = std::mem::take(&mut self.outs);
-        self.wg.handle_datagram(from, datagram, now, &mut outs);
+        let mut dec = std::mem::take(&mut self.dec);
+        if let Some((zone, n)) = self
+            .wg
+            .handle_datagram_into(from, datagram, now, &mut dec, &mut outs)
+        {
+            if let Some(pkt) = dec.get_mut(..n) {
+                let v = self.pipeline.handle(pkt, zone, now);
+                self.apply(v, zone, pkt, now).await;
+                self.latency.observe(now.elapsed());
+                self.drain_transmits(now).await;
+            }
+        }
+        self.dec = dec;
         for o in outs.drain(..) {
             match o {
                 WgOutput::Network { to, data } => self.send_udp(to, &data).await,
@@ -579,7 +627,11 @@ impl Shell {
     async fn send_to_zone(&mut self, z: ZoneId, pkt: &[u8], now: Instant) {
         if z == ZoneId::TUN {
             tracing::trace!(len = pkt.len(), "to tun");
-            match self.tun.send(pkt).await {
+            if self.tun_vnet {
+                self.queue_tun(pkt);
+                return;
+            }
+            match self.tun.get_ref().send(pkt) {
                 Ok(_) => self.counters.tun_tx += 1,
                 Err(e) => {
                     self.counters.send_errors += 1;
@@ -587,7 +639,9 @@ impl Shell {
                 }
             }
         } else if z.is_peer() {
-            let st = self.wg.encapsulate(z, pkt, now, &mut self.outs);
+            let Some(st) = self.encapsulate_batched(z, pkt, now).await else {
+                return;
+            };
             tracing::trace!(zone = z.0, status = ?st, len = pkt.len(), "to peer");
             match st {
                 EncapStatus::Sent => {}
@@ -636,19 +690,21 @@ impl Shell {
     }
 
     async fn send_udp(&mut self, to: SocketAddr, data: &[u8]) {
-        let to = match (to, self.dual) {
-            (SocketAddr::V4(a), true) => {
-                SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port())
-            }
-            (a, _) => a,
-        };
-        match self.udp.send_to(data, to).await {
-            Ok(_) => self.counters.udp_tx += 1,
-            Err(e) => {
+        let to = map_dual(to, self.dual);
+        if !self.tx.push(to, data) {
+            self.flush_tx().await;
+            if !self.tx.push(to, data) {
                 self.counters.send_errors += 1;
-                tracing::debug!(%to, error = %e, "UDP send");
             }
         }
+    }
+}
+
+/// A dual-stack socket sends to IPv4 peers as IPv4-mapped IPv6.
+fn map_dual(to: SocketAddr, dual: bool) -> SocketAddr {
+    match (to, dual) {
+        (SocketAddr::V4(a), true) => SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port()),
+        (a, _) => a,
     }
 }
 
