@@ -34,6 +34,9 @@ use tokio::io::Interest;
 /// multi-packet read without IFF_VNET_HDR offloads). 64 x 1420-byte packets =
 /// 90 KB, about one TCP window burst of the lab's flows.
 pub const TUN_BATCH: usize = 64;
+/// Reads per event when reads may be 64 KiB super-packets (16 x 64 KiB =
+/// 1 MiB of buffers; each read then carries up to ~45 segments).
+pub const TUN_BATCH_TSO: usize = 16;
 /// `recvmmsg` calls per readiness event (x `batch::RX_BATCH` messages).
 pub const UDP_ROUNDS: usize = 4;
 
@@ -71,6 +74,9 @@ pub fn udp_offloads(udp: &std::net::UdpSocket) -> (bool, bool) {
 /// Receive buffers for one TUN batch.
 pub struct TunPool {
     vnet: bool,
+    max: usize,
+    /// One segment cut from a super-packet.
+    seg: Vec<u8>,
     buf: Vec<u8>,
     lens: Vec<usize>,
     slot: usize,
@@ -79,11 +85,23 @@ pub struct TunPool {
 impl TunPool {
     /// [`TUN_BATCH`] slots of MTU + 256 bytes (a TUN without offloads never
     /// hands over more than its MTU; the margin is for safety).
+    /// With the vnet header (and TSO), slots hold a whole super-packet
+    /// (64 KiB + the header) and a batch is [`TUN_BATCH_TSO`] reads.
     pub fn new(mtu: u16, vnet: bool) -> TunPool {
-        let slot = usize::from(mtu) + 256;
+        let (slot, max) = if vnet {
+            (crate::wg::MAX_PACKET + offload::VNET_HDR_LEN, TUN_BATCH_TSO)
+        } else {
+            (usize::from(mtu) + 256, TUN_BATCH)
+        };
         TunPool {
             vnet,
-            buf: vec![0; slot * TUN_BATCH],
+            max,
+            seg: if vnet {
+                vec![0; crate::wg::MAX_PACKET]
+            } else {
+                Vec::new()
+            },
+            buf: vec![0; slot * max],
             lens: Vec::with_capacity(TUN_BATCH),
             slot,
         }
@@ -96,7 +114,7 @@ pub fn read_tun(
     pool: &mut TunPool,
 ) -> std::io::Result<usize> {
     pool.lens.clear();
-    while pool.lens.len() < TUN_BATCH {
+    while pool.lens.len() < pool.max {
         let start = pool.lens.len() * pool.slot;
         let Some(slot) = pool.buf.get_mut(start..start + pool.slot) else {
             break;
@@ -130,7 +148,30 @@ impl Shell {
             };
             if pool.vnet {
                 match offload::rx_packet(pkt) {
-                    Ok(off) => pkt = pkt.get_mut(off..).unwrap_or_default(),
+                    Ok((off, None)) => pkt = pkt.get_mut(off..).unwrap_or_default(),
+                    Ok((off, Some(gso))) => {
+                        // a TCP super-packet (TSO): one segment at a time
+                        let sp = pkt.get(off..).unwrap_or_default();
+                        let mut i = 0;
+                        loop {
+                            match offload::tso_segment(sp, gso, i, &mut pool.seg) {
+                                Ok(Some(len)) => {
+                                    if let Some(seg) = pool.seg.get_mut(..len) {
+                                        self.on_tun_packet(seg).await;
+                                    }
+                                    i += 1;
+                                }
+                                Ok(None) => break,
+                                Err(e) => {
+                                    self.counters.send_errors += 1;
+                                    tracing::debug!(error = %e, "TUN super-packet refused");
+                                    break;
+                                }
+                            }
+                        }
+                        self.counters.tun_rx_segments += i as u64;
+                        continue;
+                    }
                     Err(e) => {
                         self.counters.send_errors += 1;
                         tracing::debug!(error = %e, "TUN read refused");

@@ -18,6 +18,15 @@
 //!   tasks read the sockets and hand complete requests to the loop, which
 //!   answers from the state it owns (no locks, no shared state).
 //!
+//! The data path is batched ([`batched`], [`batch`], [`offload`]): one TUN
+//! readiness event reads up to 64 packets, one UDP readiness event calls
+//! `recvmmsg` (UDP GRO on), datagrams are decrypted into one buffer and
+//! encrypted straight into a send arena that is flushed with `sendmmsg` (UDP
+//! GSO) at the end of every loop turn; TUN writes are queued and coalesced
+//! into TCP super-packets (IFF_VNET_HDR) and written at the same point.
+//! `PORTCULLIS_NO_GRO`, `PORTCULLIS_NO_GSO`, `PORTCULLIS_NO_TUN_OFFLOAD` turn
+//! each offload off (comparisons, broken drivers).
+//!
 //! Per packet the loop also measures the pipeline latency (receive to verdict
 //! carried out: one extra clock read), writes the packet to the pcap capture
 //! when it qualifies ([`capture`]), and feeds drops, rule log events and flow
@@ -96,6 +105,8 @@ pub struct IoCounters {
     /// datagrams and packets per call are `udp_rx / udp_rx_calls`, ...).
     pub udp_rx_calls: u64,
     pub tun_tx_writes: u64,
+    /// Segments cut from TCP super-packets read from the TUN (TSO).
+    pub tun_rx_segments: u64,
     pub udp_tx_calls: u64,
     pub tun_rx_batches: u64,
     /// Drops and rejects by reason name (`kill_switch`, `spoofed_source`, ...).
@@ -189,6 +200,12 @@ pub fn run(settings: RunSettings) -> anyhow::Result<()> {
     let counters = rt.block_on(async move {
         // batched IO (see `batched`): the TUN fd under our own readiness,
         // GRO/GSO on the UDP socket when the kernel has them
+        if tun_vnet && std::env::var_os("PORTCULLIS_NO_TSO").is_none() {
+            use std::os::fd::AsRawFd;
+            if let Err(e) = offload::enable_tso(dev.as_raw_fd()) {
+                tracing::warn!(error = %e, "TUN TSO offload refused: reading single packets");
+            }
+        }
         let tun = batched::async_tun(dev)?;
         let (gro, gso) = batched::udp_offloads(&udp);
         tracing::info!(
@@ -369,6 +386,7 @@ impl Shell {
             ("send_errors", c.send_errors),
             ("udp_rx_calls", c.udp_rx_calls),
             ("tun_tx_writes", c.tun_tx_writes),
+            ("tun_rx_segments", c.tun_rx_segments),
             ("udp_tx_calls", c.udp_tx_calls),
             ("tun_rx_batches", c.tun_rx_batches),
         ]

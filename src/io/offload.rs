@@ -54,9 +54,118 @@ pub const MAX_COALESCE: usize = 65535;
 /// 512 KiB leaves room; a full arena is flushed early).
 pub const TUN_TX_ARENA: usize = 512 * 1024;
 
+/// drivers/net/tun.c `TUNSETOFFLOAD` = `_IOW('T', 208, unsigned int)`.
+pub const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// include/uapi/linux/if_tun.h offload bits.
+pub const TUN_F_CSUM: libc::c_uint = 0x01;
+pub const TUN_F_TSO4: libc::c_uint = 0x02;
+pub const TUN_F_TSO6: libc::c_uint = 0x04;
+
+/// Lets the kernel hand over checksum-partial packets and TCP super-packets
+/// (TSO) on reads: [`rx_packet`] completes checksums and [`split_tso`] cuts
+/// super-packets into MSS-sized segments before the pipeline.
+pub fn enable_tso(fd: RawFd) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes the flags as the integer argument.
+    let rc = unsafe { libc::ioctl(fd, TUNSETOFFLOAD as _, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Cuts a TCP super-packet (`gso_type` TCPV4/TCPV6 from a TUN read) into
+/// segments of `gso_size` payload bytes, what the kernel's `tcp_gso_segment`
+/// does: headers copied, IPv4 ID + i, lengths, sequence numbers, FIN/PSH on
+/// the last segment only, CWR on the first only, IP and TCP checksums
+/// computed in full. Each segment is built in `scratch` and passed to `f`.
+/// Returns the number of segments, or an error for a packet that is not a
+/// plain TCP/IPv4 (no options) or TCP/IPv6 (no extension headers) packet.
+pub fn split_tso(
+    pkt: &[u8],
+    gso_size: usize,
+    scratch: &mut [u8],
+    mut f: impl FnMut(&mut [u8]),
+) -> Result<usize, OffloadError> {
+    let mut i = 0;
+    while let Some(len) = tso_segment(pkt, gso_size, i, scratch)? {
+        if let Some(seg) = scratch.get_mut(..len) {
+            f(seg);
+        }
+        i += 1;
+    }
+    Ok(i)
+}
+
+/// Segment `i` of [`split_tso`], built in `scratch`: its length, or `None`
+/// past the last one.
+pub fn tso_segment(
+    pkt: &[u8],
+    gso_size: usize,
+    i: usize,
+    scratch: &mut [u8],
+) -> Result<Option<usize>, OffloadError> {
+    let bad = OffloadError::BadTso;
+    let v6 = match pkt.first().map(|b| b >> 4) {
+        Some(4) if pkt.first() == Some(&0x45) && pkt.get(9) == Some(&6) => false,
+        Some(6) if pkt.get(6) == Some(&6) => true,
+        _ => return Err(bad),
+    };
+    let iph = if v6 { 40 } else { 20 };
+    let thl = usize::from(pkt.get(iph + 12).ok_or(bad.clone())? >> 4) * 4;
+    let hl = iph + thl;
+    if thl < 20 || hl > pkt.len() || gso_size == 0 || hl + gso_size > scratch.len() {
+        return Err(bad);
+    }
+    let seq0 = be32(pkt, iph + 4).ok_or(bad.clone())?;
+    let id0 = be16(pkt, 4).ok_or(bad.clone())?;
+    let flags0 = *pkt.get(iph + 13).ok_or(bad.clone())?;
+    let (head, payload) = pkt.split_at(hl);
+    let n = payload.len().div_ceil(gso_size).max(1);
+    if i >= n {
+        return Ok(None);
+    }
+    let chunk = payload.chunks(gso_size).nth(i).unwrap_or_default();
+    let len = hl + chunk.len();
+    let Some(seg) = scratch.get_mut(..len) else {
+        return Err(bad);
+    };
+    seg[..hl].copy_from_slice(head);
+    seg[hl..].copy_from_slice(chunk);
+    let seq = seq0.wrapping_add((i * gso_size) as u32);
+    seg[iph + 4..iph + 8].copy_from_slice(&seq.to_be_bytes());
+    let mut flags = flags0;
+    if i + 1 < n {
+        flags &= !(0x01 | TCP_PSH); // FIN, PSH
+    }
+    if i > 0 {
+        flags &= !0x80; // CWR
+    }
+    seg[iph + 13] = flags;
+    let tcp_len = (len - iph) as u64;
+    let pseudo = if v6 {
+        seg[4..6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+        sum16(&seg[8..40], 6 + tcp_len)
+    } else {
+        seg[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        seg[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
+        seg[10..12].copy_from_slice(&[0, 0]);
+        let c = !fold(sum16(&seg[..20], 0));
+        seg[10..12].copy_from_slice(&c.to_be_bytes());
+        sum16(&seg[12..20], 6 + tcp_len)
+    };
+    seg[iph + 16..iph + 18].copy_from_slice(&[0, 0]);
+    let c = !fold(sum16(&seg[iph..], pseudo));
+    seg[iph + 16..iph + 18].copy_from_slice(&c.to_be_bytes());
+    Ok(Some(len))
+}
+
 /// Errors of the vnet framing.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum OffloadError {
+    #[error(
+        "TCP super-packet from the TUN that is not plain TCP over IPv4/IPv6 or has no segment size"
+    )]
+    BadTso,
     #[error("TUN read shorter than the virtio_net_hdr")]
     Short,
     #[error("GSO packet from the TUN (gso_type {0}) but no TSO offload was enabled")]
@@ -90,12 +199,19 @@ fn fold(mut acc: u64) -> u16 {
 }
 
 /// Strips the virtio_net_hdr of a TUN read and finishes a partial checksum.
-/// Returns the offset of the IP packet in `buf`.
-pub fn rx_packet(buf: &mut [u8]) -> Result<usize, OffloadError> {
+/// Returns the offset of the IP packet in `buf` and, for a TCP super-packet
+/// (only after [`enable_tso`]), its segment size: cut it with [`split_tso`]
+/// (whose full checksums make the partial one irrelevant).
+pub fn rx_packet(buf: &mut [u8]) -> Result<(usize, Option<usize>), OffloadError> {
     let hdr = buf.get(..VNET_HDR_LEN).ok_or(OffloadError::Short)?;
-    let (flags, gso) = (hdr[0], hdr[1]);
-    if gso != VIRTIO_NET_HDR_GSO_NONE {
-        return Err(OffloadError::GsoOnRead(gso));
+    let (flags, gso) = (hdr[0], hdr[1] & !0x80); // 0x80: the ECN bit
+    match gso {
+        VIRTIO_NET_HDR_GSO_NONE => {}
+        VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_TCPV6 => {
+            let size = usize::from(u16::from_le_bytes([hdr[4], hdr[5]]));
+            return Ok((VNET_HDR_LEN, Some(size)));
+        }
+        g => return Err(OffloadError::GsoOnRead(g)),
     }
     if flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
         let start = usize::from(u16::from_le_bytes([hdr[6], hdr[7]]));
@@ -103,7 +219,7 @@ pub fn rx_packet(buf: &mut [u8]) -> Result<usize, OffloadError> {
         let pkt = buf.get_mut(VNET_HDR_LEN..).ok_or(OffloadError::Short)?;
         complete_csum(pkt, start, offset)?;
     }
-    Ok(VNET_HDR_LEN)
+    Ok((VNET_HDR_LEN, None))
 }
 
 /// `skb_checksum_help`: the field at `start + offset` holds the
@@ -557,6 +673,54 @@ mod tests {
         assert_eq!(total, 60);
     }
 
+    #[test]
+    fn split_tso_equals_the_original_segments_v4_and_v6() {
+        // coalesce with our own TunTx (tested against the kernel's rules
+        // above), then split: the originals come back, checksums included
+        for v6 in [false, true] {
+            let mut tx = TunTx::new(true);
+            let mut orig = Vec::new();
+            for i in 0..4u32 {
+                let pay = vec![i as u8; if i == 3 { 333 } else { 1000 }];
+                let s = if v6 {
+                    seg6(10 + 1000 * i, &pay)
+                } else {
+                    seg4(10 + 1000 * i, &pay, i == 3)
+                };
+                assert!(tx.push(&s));
+                orig.push(s);
+            }
+            let out = tx.take();
+            assert_eq!(out.len(), 1);
+            let mut scratch = vec![0u8; 65535];
+            let mut got = Vec::new();
+            let n = split_tso(&out[0].1, 1000, &mut scratch, |s| got.push(s.to_vec())).unwrap();
+            assert_eq!(n, 4);
+            if !v6 {
+                // IPv4 IDs become consecutive (tcp_gso_segment): the
+                // originals all had ID 0 from etherparse
+                for (i, g) in got.iter_mut().enumerate() {
+                    assert_eq!(be16(g, 4), Some(i as u16));
+                    g[4..6].copy_from_slice(&[0, 0]);
+                    g[10..12].copy_from_slice(&[0, 0]);
+                    let c = !fold(sum16(&g[..20], 0));
+                    g[10..12].copy_from_slice(&c.to_be_bytes());
+                }
+            }
+            assert_eq!(got, orig, "v6={v6}");
+        }
+        let mut scratch = vec![0u8; 100];
+        assert_eq!(
+            split_tso(&[0x45, 0], 10, &mut scratch, |_| {}),
+            Err(OffloadError::BadTso)
+        );
+        let s = seg4(1, &[0; 500], false);
+        assert_eq!(
+            split_tso(&s, 0, &mut scratch, |_| {}),
+            Err(OffloadError::BadTso)
+        );
+    }
+
     fn resegment_len(h: &[u8; VNET_HDR_LEN], p: &[u8]) -> usize {
         if h[1] == 0 {
             1
@@ -574,10 +738,12 @@ mod tests {
         partial[36..38].copy_from_slice(&ps.to_be_bytes());
         let mut buf = vec![VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, 0, 0, 20, 0, 16, 0];
         buf.extend_from_slice(&partial);
-        assert_eq!(rx_packet(&mut buf), Ok(VNET_HDR_LEN));
+        assert_eq!(rx_packet(&mut buf), Ok((VNET_HDR_LEN, None)));
         assert_eq!(&buf[VNET_HDR_LEN..], &want[..]);
-        let mut gso = vec![0, VIRTIO_NET_HDR_GSO_TCPV4, 0, 0, 0, 0, 0, 0, 0, 0];
-        assert_eq!(rx_packet(&mut gso), Err(OffloadError::GsoOnRead(1)));
+        let mut gso = vec![0, VIRTIO_NET_HDR_GSO_TCPV4, 0, 0, 0xb4, 0x05, 0, 0, 0, 0];
+        assert_eq!(rx_packet(&mut gso), Ok((VNET_HDR_LEN, Some(1460))));
+        let mut udp = vec![0, 3, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(rx_packet(&mut udp), Err(OffloadError::GsoOnRead(3)));
         assert_eq!(rx_packet(&mut [0; 3]), Err(OffloadError::Short));
         let mut bad = vec![
             VIRTIO_NET_HDR_F_NEEDS_CSUM,
