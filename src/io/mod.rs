@@ -18,6 +18,17 @@
 //!   tasks read the sockets and hand complete requests to the loop, which
 //!   answers from the state it owns (no locks, no shared state).
 //!
+//! The data path is batched ([`batched`], [`batch`], [`offload`]): one TUN
+//! readiness event reads up to 64 packets, one UDP readiness event calls
+//! `recvmmsg` (UDP GRO on), datagrams are decrypted into one buffer and
+//! encrypted straight into a send arena that is flushed with `sendmmsg` (UDP
+//! GSO) at the end of every loop turn; TUN writes are queued and coalesced
+//! into TCP super-packets (IFF_VNET_HDR) and written at the same point.
+//! `PORTCULLIS_NO_GRO`, `PORTCULLIS_NO_GSO`, `PORTCULLIS_NO_TUN_OFFLOAD` turn
+//! each offload off (comparisons, broken drivers). Netstack mode has no TUN
+//! (the TUN arm of the loop never fires, nothing is queued for it) but uses
+//! the same batched UDP path.
+//!
 //! Per packet the loop also measures the pipeline latency (receive to verdict
 //! carried out: one extra clock read), writes the packet to the pcap capture
 //! when it qualifies ([`capture`]), and feeds drops, rule log events and flow
@@ -41,12 +52,15 @@
 //! Logging (`tracing`): a startup line with the listen port and public key;
 //! verdicts at debug; the first and every 2^n-th drop of each reason at info.
 
+pub mod batch;
+mod batched;
 pub mod capture;
 pub mod control;
 pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod netstack;
+pub mod offload;
 pub mod privs;
 pub mod reload;
 pub mod tun;
@@ -54,7 +68,7 @@ pub mod tun;
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::verdict::{DropReason, Verdict};
 use crate::wg::keys::encode_key;
-use crate::wg::{canonical, EncapStatus, WgConfig, WgDevice, WgOutput};
+use crate::wg::{EncapStatus, WgConfig, WgDevice, WgOutput};
 use crate::zone::ZoneId;
 use anyhow::Context;
 use ipnetwork::IpNetwork;
@@ -101,6 +115,14 @@ pub struct IoCounters {
     pub udp_rx: u64,
     pub udp_tx: u64,
     pub send_errors: u64,
+    /// `recvmmsg` / `sendmmsg` calls and TUN readiness batches (the
+    /// datagrams and packets per call are `udp_rx / udp_rx_calls`, ...).
+    pub udp_rx_calls: u64,
+    pub tun_tx_writes: u64,
+    /// Segments cut from TCP super-packets read from the TUN (TSO).
+    pub tun_rx_segments: u64,
+    pub udp_tx_calls: u64,
+    pub tun_rx_batches: u64,
     /// Drops and rejects by reason name (`kill_switch`, `spoofed_source`, ...).
     pub drops: BTreeMap<&'static str, u64>,
 }
@@ -126,13 +148,16 @@ impl IoCounters {
 pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     let wg = WgDevice::new(settings.wg.clone()).context("WireGuard peers")?;
     let netstack_mode = settings.mode == crate::config::Mode::Netstack;
+    // netstack mode has no TUN (and so no vnet header)
+    let tun_vnet = !netstack_mode && batched::want_tun_offload();
     let dev = if netstack_mode {
         None
     } else {
-        Some(tun::open_tun(
+        Some(tun::open_tun_with(
             &settings.tun_name,
             settings.mtu,
             &settings.addresses,
+            tun_vnet,
         )?)
     };
     let (udp, dual) = tun::bind_udp(settings.wg.listen_port)?;
@@ -204,10 +229,27 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         u64::from_le_bytes(hash_key[8..].try_into().unwrap_or_default()),
     );
     let counters = rt.block_on(async move {
+        // batched IO (see `batched`): the TUN fd under our own readiness,
+        // GRO/GSO on the UDP socket when the kernel has them (both modes)
         let tun = match dev {
-            Some(dev) => Some(::tun::AsyncDevice::new(dev).context("TUN async")?),
+            Some(dev) => {
+                if tun_vnet && std::env::var_os("PORTCULLIS_NO_TSO").is_none() {
+                    use std::os::fd::AsRawFd;
+                    if let Err(e) = offload::enable_tso(dev.as_raw_fd()) {
+                        tracing::warn!(error = %e, "TUN TSO offload refused: reading single packets");
+                    }
+                }
+                Some(batched::async_tun(dev)?)
+            }
             None => None,
         };
+        let (gro, gso) = batched::udp_offloads(&udp);
+        tracing::info!(
+            udp_gro = gro,
+            udp_gso = gso,
+            tun_vnet_hdr = tun_vnet,
+            "batched IO"
+        );
         let udp = tokio::net::UdpSocket::from_std(udp).context("UDP async")?;
         let net = if netstack_mode {
             let locals = settings.addresses.iter().map(|n| n.ip()).collect();
@@ -259,6 +301,11 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             pipeline,
             counters: IoCounters::default(),
             outs: Vec::new(),
+            tx: batch::UdpTx::new(gso),
+            rx_gro: gro,
+            tun_vnet,
+            tun_tx: offload::TunTx::new(tun_vnet),
+            dec: vec![0; crate::wg::BUF_LEN],
             capture: capture::RotatingPcap::new(&settings.ops.capture),
             events,
             latency: crate::telemetry::histogram::Histogram::default(),
@@ -282,8 +329,8 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
 }
 
 struct Shell {
-    /// The TUN device (TUN mode).
-    tun: Option<::tun::AsyncDevice>,
+    /// The TUN device (TUN mode), under our own readiness (see `batched`).
+    tun: Option<tokio::io::unix::AsyncFd<::tun::Device>>,
     /// The userspace stack and its host sockets (netstack mode).
     net: Option<netstack::NetShell>,
     /// When the netstack's timers want to run next.
@@ -297,6 +344,14 @@ struct Shell {
     pipeline: Pipeline,
     counters: IoCounters,
     outs: Vec<WgOutput>,
+    /// Datagrams collected during one batch, sent by `flush_tx`.
+    tx: batch::UdpTx,
+    rx_gro: bool,
+    /// The TUN has IFF_VNET_HDR: writes are queued in `tun_tx` (coalesced).
+    tun_vnet: bool,
+    tun_tx: offload::TunTx,
+    /// Decryption buffer (no allocation per packet).
+    dec: Vec<u8>,
     capture: Option<capture::RotatingPcap>,
     events: events::EventSink,
     latency: crate::telemetry::histogram::Histogram,
@@ -344,8 +399,8 @@ impl Shell {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_housekeeping = Instant::now();
-        let mut tun_buf = vec![0u8; crate::wg::MAX_PACKET];
-        let mut udp_buf = vec![0u8; crate::wg::MAX_PACKET];
+        let mut tun_pool = batched::TunPool::new(self.settings.mtu, self.tun_vnet);
+        let mut rx = batch::UdpRx::new(self.rx_gro, crate::wg::MAX_PACKET);
         self.restart_health_checks();
         loop {
             tokio::select! {
@@ -362,24 +417,13 @@ impl Shell {
                 Some(sc) = self.scrape_rx.recv() => {
                     let _ = sc.reply.send(self.render_metrics());
                 }
-                r = tun_recv(&self.tun, &mut tun_buf) => {
-                    let n = r.context("TUN read")?;
-                    self.counters.tun_rx += 1;
-                    if let Some(pkt) = tun_buf.get_mut(..n) {
-                        self.on_tun_packet(pkt).await;
-                    }
+                r = tun_readable(&self.tun) => {
+                    batched::read_tun(r.context("TUN wait")?, &mut tun_pool).context("TUN read")?;
+                    self.on_tun_batch(&mut tun_pool).await;
                 }
-                r = self.udp.recv_from(&mut udp_buf) => {
-                    match r {
-                        Ok((n, from)) => {
-                            self.counters.udp_rx += 1;
-                            if let Some(d) = udp_buf.get(..n) {
-                                self.on_datagram(canonical(from), d).await;
-                            }
-                        }
-                        // ICMP errors surface as recv errors on Linux (ECONNREFUSED): not fatal.
-                        Err(e) => tracing::debug!(error = %e, "UDP receive"),
-                    }
+                r = self.udp.readable() => {
+                    r.context("UDP wait")?;
+                    self.on_udp_ready(&mut rx).await;
                 }
                 h = net_next(&mut self.net) => {
                     let now = Instant::now();
@@ -416,6 +460,12 @@ impl Shell {
                     }
                     self.flush_outs(now).await;
                 }
+            }
+            if !self.tx.is_empty() {
+                self.flush_tx().await;
+            }
+            if !self.tun_tx.is_empty() {
+                self.flush_tun();
             }
         }
         self.log_report();
@@ -463,6 +513,11 @@ impl Shell {
             ("udp_rx", c.udp_rx),
             ("udp_tx", c.udp_tx),
             ("send_errors", c.send_errors),
+            ("udp_rx_calls", c.udp_rx_calls),
+            ("tun_tx_writes", c.tun_tx_writes),
+            ("tun_rx_segments", c.tun_rx_segments),
+            ("udp_tx_calls", c.udp_tx_calls),
+            ("tun_rx_batches", c.tun_rx_batches),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -667,7 +722,19 @@ impl Shell {
     async fn on_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
         let now = Instant::now();
         let mut outs = std::mem::take(&mut self.outs);
-        self.wg.handle_datagram(from, datagram, now, &mut outs);
+        let mut dec = std::mem::take(&mut self.dec);
+        if let Some((zone, n)) = self
+            .wg
+            .handle_datagram_into(from, datagram, now, &mut dec, &mut outs)
+        {
+            if let Some(pkt) = dec.get_mut(..n) {
+                let v = self.pipeline.handle(pkt, zone, now);
+                self.apply(v, zone, pkt, now).await;
+                self.latency.observe(now.elapsed());
+                self.drain_transmits(now).await;
+            }
+        }
+        self.dec = dec;
         for o in outs.drain(..) {
             match o {
                 WgOutput::Network { to, data } => self.send_udp(to, &data).await,
@@ -720,7 +787,11 @@ impl Shell {
                 return;
             };
             tracing::trace!(len = pkt.len(), "to tun");
-            match tun.send(pkt).await {
+            if self.tun_vnet {
+                self.queue_tun(pkt);
+                return;
+            }
+            match tun.get_ref().send(pkt) {
                 Ok(_) => self.counters.tun_tx += 1,
                 Err(e) => {
                     self.counters.send_errors += 1;
@@ -731,7 +802,9 @@ impl Shell {
             // Into the userspace stack; what it answers is drained by `drain_net`.
             net.core.handle_packet(pkt.to_vec(), now);
         } else if z.is_peer() {
-            let st = self.wg.encapsulate(z, pkt, now, &mut self.outs);
+            let Some(st) = self.encapsulate_batched(z, pkt, now).await else {
+                return;
+            };
             tracing::trace!(zone = z.0, status = ?st, len = pkt.len(), "to peer");
             match st {
                 EncapStatus::Sent => {}
@@ -837,19 +910,21 @@ impl Shell {
     }
 
     async fn send_udp(&mut self, to: SocketAddr, data: &[u8]) {
-        let to = match (to, self.dual) {
-            (SocketAddr::V4(a), true) => {
-                SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port())
-            }
-            (a, _) => a,
-        };
-        match self.udp.send_to(data, to).await {
-            Ok(_) => self.counters.udp_tx += 1,
-            Err(e) => {
+        let to = map_dual(to, self.dual);
+        if !self.tx.push(to, data) {
+            self.flush_tx().await;
+            if !self.tx.push(to, data) {
                 self.counters.send_errors += 1;
-                tracing::debug!(%to, error = %e, "UDP send");
             }
         }
+    }
+}
+
+/// A dual-stack socket sends to IPv4 peers as IPv4-mapped IPv6.
+fn map_dual(to: SocketAddr, dual: bool) -> SocketAddr {
+    match (to, dual) {
+        (SocketAddr::V4(a), true) => SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port()),
+        (a, _) => a,
     }
 }
 
@@ -914,10 +989,12 @@ impl RunSettings {
     }
 }
 
-/// A TUN read, or never (netstack mode).
-async fn tun_recv(tun: &Option<::tun::AsyncDevice>, buf: &mut [u8]) -> std::io::Result<usize> {
+/// The TUN's read readiness, or never (netstack mode).
+async fn tun_readable(
+    tun: &Option<tokio::io::unix::AsyncFd<::tun::Device>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, ::tun::Device>> {
     match tun {
-        Some(t) => t.recv(buf).await,
+        Some(t) => t.readable().await,
         None => std::future::pending().await,
     }
 }

@@ -29,8 +29,23 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Opens and configures the TUN device (synchronous; no runtime needed).
 pub fn open_tun(name: &str, mtu: u16, addresses: &[IpNetwork]) -> anyhow::Result<tun::Device> {
+    open_tun_with(name, mtu, addresses, false)
+}
+
+/// [`open_tun`], optionally with `IFF_VNET_HDR` (every read and write then
+/// carries a `virtio_net_hdr`: see `io::offload`).
+pub fn open_tun_with(
+    name: &str,
+    mtu: u16,
+    addresses: &[IpNetwork],
+    vnet_hdr: bool,
+) -> anyhow::Result<tun::Device> {
     let mut cfg = tun::Configuration::default();
     cfg.tun_name(name).mtu(mtu).up();
+    #[cfg(target_os = "linux")]
+    cfg.platform_config(|p| {
+        p.vnet_hdr(vnet_hdr);
+    });
     let mut v4 = addresses.iter().filter_map(|a| match a {
         IpNetwork::V4(n) => Some(*n),
         IpNetwork::V6(_) => None,

@@ -71,7 +71,13 @@ pub const REJECT_AFTER_TIME: Duration = Duration::from_secs(180);
 /// Largest datagram or IP packet handled: the IP total-length limit, plus the
 /// WireGuard data overhead (32 bytes: 16 header + 16 tag).
 pub const MAX_PACKET: usize = 65535;
-const SCRATCH_LEN: usize = MAX_PACKET + 32;
+const SCRATCH_LEN: usize = MAX_PACKET + DATA_OVERHEAD;
+/// Bytes WireGuard adds to an IP packet (whitepaper 5.4.6: 4 type + 4 index +
+/// 8 counter + 16 Poly1305 tag; boringtun `DATA_OVERHEAD_SZ`, no padding).
+pub const DATA_OVERHEAD: usize = 32;
+/// A buffer this large holds any decrypted or encrypted packet
+/// ([`WgDevice::handle_datagram_into`], [`WgDevice::encapsulate_into`]).
+pub const BUF_LEN: usize = SCRATCH_LEN;
 /// Indices are 24 bits (`Tunn::new` shifts them left by 8).
 const INDEX_MASK: u32 = 0x00ff_ffff;
 
@@ -121,6 +127,17 @@ pub enum EncapStatus {
     NoPeer,
     /// Larger than [`MAX_PACKET`].
     TooBig,
+}
+
+/// What [`WgDevice::encapsulate_into`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncapInto {
+    /// Encrypted into the first `len` bytes of the caller's buffer: send
+    /// them to `to`.
+    Written { to: SocketAddr, len: usize },
+    /// Anything else, as [`WgDevice::encapsulate`] reports it (datagrams it
+    /// produced, such as a handshake initiation, are in `out`).
+    Other(EncapStatus),
 }
 
 /// Errors building the device.
@@ -222,6 +239,9 @@ pub struct WgDevice {
     sources: SourceLimiter,
     counters: WgCounters,
     scratch: Vec<u8>,
+    /// Decryption buffer of the allocating [`WgDevice::handle_datagram`]
+    /// (sized on first use).
+    decap: Vec<u8>,
     last_sweep: Option<Instant>,
 }
 
@@ -288,6 +308,7 @@ impl WgDevice {
             ),
             counters: WgCounters::default(),
             scratch: vec![0; SCRATCH_LEN],
+            decap: Vec::new(),
             last_sweep: None,
         };
         for (slot, p) in cfg.peers.into_iter().enumerate() {
@@ -535,56 +556,80 @@ impl WgDevice {
         now: Instant,
         out: &mut Vec<WgOutput>,
     ) {
+        let mut scratch = std::mem::take(&mut self.decap);
+        scratch.resize(SCRATCH_LEN, 0);
+        if let Some((zone, n)) = self.handle_datagram_into(from, datagram, now, &mut scratch, out) {
+            if let Some(d) = scratch.get(..n) {
+                out.push(WgOutput::Packet {
+                    zone,
+                    data: d.to_vec(),
+                });
+            }
+        }
+        self.decap = scratch;
+    }
+
+    /// The batch-friendly form of [`WgDevice::handle_datagram`]: a decrypted
+    /// IP packet is written into `dst` (at least [`MAX_PACKET`] + 32 bytes,
+    /// else boringtun refuses it) and returned as `(zone, length)` instead of
+    /// an allocated `WgOutput::Packet`; everything else (handshake replies,
+    /// cookies, packets that waited for the session) still goes to `out`.
+    /// `dst` is also the scratch buffer for those, so its content is
+    /// unspecified when `None` is returned.
+    pub fn handle_datagram_into(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+        dst: &mut [u8],
+        out: &mut Vec<WgOutput>,
+    ) -> Option<(ZoneId, usize)> {
         let from = canonical(from);
         if datagram.len() > MAX_PACKET {
             self.counters.too_big += 1;
-            return;
+            return None;
         }
         let Ok(packet) = Tunn::parse_incoming_packet(datagram) else {
             self.counters.invalid += 1;
-            return;
+            return None;
         };
         let (slot, authenticates) = match packet {
             Packet::HandshakeInit(_) => {
                 // mac1 (and mac2 under load) before any DH.
-                let init =
-                    match self
-                        .limiter
-                        .verify_packet(Some(from.ip()), datagram, &mut self.scratch)
-                    {
-                        Ok(Packet::HandshakeInit(p)) => p,
-                        Ok(_) => {
-                            self.counters.invalid += 1;
-                            return;
-                        }
-                        Err(TunnResult::WriteToNetwork(cookie)) => {
-                            self.counters.cookies_sent += 1;
-                            out.push(WgOutput::Network {
-                                to: from,
-                                data: cookie.to_vec(),
-                            });
-                            return;
-                        }
-                        Err(_) => {
-                            self.counters.bad_mac += 1;
-                            return;
-                        }
-                    };
+                let init = match self.limiter.verify_packet(Some(from.ip()), datagram, dst) {
+                    Ok(Packet::HandshakeInit(p)) => p,
+                    Ok(_) => {
+                        self.counters.invalid += 1;
+                        return None;
+                    }
+                    Err(TunnResult::WriteToNetwork(cookie)) => {
+                        self.counters.cookies_sent += 1;
+                        out.push(WgOutput::Network {
+                            to: from,
+                            data: cookie.to_vec(),
+                        });
+                        return None;
+                    }
+                    Err(_) => {
+                        self.counters.bad_mac += 1;
+                        return None;
+                    }
+                };
                 if !self.sources.allow(from.ip(), now) {
                     self.counters.handshake_rate_limited += 1;
                     tracing::debug!(%from, "handshake initiation rate-limited");
-                    return;
+                    return None;
                 }
                 let Ok(half) = parse_handshake_anon(&self.secret, &self.public, &init) else {
                     self.counters.unknown_peer += 1;
-                    return;
+                    return None;
                 };
                 match self.by_key.get(&half.peer_static_public) {
                     Some(&s) => (s, true),
                     None => {
                         self.counters.unknown_peer += 1;
                         tracing::debug!(%from, "handshake from an unknown public key");
-                        return;
+                        return None;
                     }
                 }
             }
@@ -592,35 +637,33 @@ impl WgDevice {
                 Some(s) => (s, true),
                 None => {
                     self.counters.unknown_peer += 1;
-                    return;
+                    return None;
                 }
             },
             Packet::PacketCookieReply(p) => match self.slot_of_index(p.receiver_idx) {
                 Some(s) => (s, false),
                 None => {
                     self.counters.unknown_peer += 1;
-                    return;
+                    return None;
                 }
             },
             Packet::PacketData(p) => match self.slot_of_index(p.receiver_idx) {
                 Some(s) => (s, true),
                 None => {
                     self.counters.unknown_peer += 1;
-                    return;
+                    return None;
                 }
             },
         };
         let Some(peer) = self.peers.get_mut(slot).filter(|p| !p.removed) else {
             self.counters.unknown_peer += 1;
-            return;
+            return None;
         };
         let zone = peer.cfg.zone;
         let mut authenticated = false;
         let mut flush_tunn_queue = false;
-        match peer
-            .tunn
-            .decapsulate(Some(from.ip()), datagram, &mut self.scratch)
-        {
+        let mut decrypted = None;
+        match peer.tunn.decapsulate(Some(from.ip()), datagram, dst) {
             TunnResult::Done => authenticated = authenticates,
             TunnResult::Err(e) => {
                 self.counters.rejected += 1;
@@ -640,10 +683,7 @@ impl WgDevice {
             }
             TunnResult::WriteToTunnelV4(d, _) | TunnResult::WriteToTunnelV6(d, _) => {
                 authenticated = authenticates;
-                out.push(WgOutput::Packet {
-                    zone,
-                    data: d.to_vec(),
-                });
+                decrypted = Some((zone, d.len()));
             }
         }
         if authenticated {
@@ -658,16 +698,19 @@ impl WgDevice {
         }
         if flush_tunn_queue {
             // boringtun's own queue (only non-empty if something bypassed ours).
-            while let TunnResult::WriteToNetwork(d) =
-                peer.tunn.decapsulate(None, &[], &mut self.scratch)
-            {
+            while let TunnResult::WriteToNetwork(d) = peer.tunn.decapsulate(None, &[], dst) {
                 out.push(WgOutput::Network {
                     to: from,
                     data: d.to_vec(),
                 });
             }
         }
-        Self::flush_pending(peer, &mut self.scratch, now, out);
+        if !peer.pending.is_empty() {
+            // `dst` holds the decrypted packet: encrypt the waiting ones in
+            // our own scratch.
+            Self::flush_pending(peer, &mut self.scratch, now, out);
+        }
+        decrypted
     }
 
     /// Sends what waited for a session, once there is one.
@@ -746,6 +789,40 @@ impl WgDevice {
             });
         }
         status
+    }
+
+    /// The batch-friendly form of [`WgDevice::encapsulate`]: when the peer
+    /// has a session and nothing waits for it, the datagram is encrypted
+    /// straight into `dst` (no allocation); otherwise this is
+    /// [`WgDevice::encapsulate`]. `dst` must hold `packet.len()` +
+    /// [`DATA_OVERHEAD`] bytes for the fast path (boringtun panics on a
+    /// smaller buffer, so a smaller one takes the slow path).
+    pub fn encapsulate_into(
+        &mut self,
+        zone: ZoneId,
+        packet: &[u8],
+        now: Instant,
+        dst: &mut [u8],
+        out: &mut Vec<WgOutput>,
+    ) -> EncapInto {
+        if packet.len() <= MAX_PACKET && dst.len() >= packet.len() + DATA_OVERHEAD {
+            if let Some(p) = self.slot_of_zone(zone).and_then(|s| self.peers.get_mut(s)) {
+                if let Some(to) = p.endpoint {
+                    if p.pending.is_empty() && p.has_session() {
+                        return match p.tunn.encapsulate(packet, dst) {
+                            TunnResult::WriteToNetwork(d) => {
+                                EncapInto::Written { to, len: d.len() }
+                            }
+                            _ => {
+                                p.kill_switch_drops += 1;
+                                EncapInto::Other(EncapStatus::KillSwitch)
+                            }
+                        };
+                    }
+                }
+            }
+        }
+        EncapInto::Other(self.encapsulate(zone, packet, now, out))
     }
 
     /// Drives boringtun's timers (handshake retries, rekey, keepalives,

@@ -1,0 +1,767 @@
+//! TUN offloads: the `virtio_net_hdr` framing of an `IFF_VNET_HDR` TUN, and
+//! TCP coalescing (userspace GRO) of decrypted segments before they are
+//! written to the TUN.
+//!
+//! Kernel behaviour followed (drivers/net/tun.c, include/linux/virtio_net.h,
+//! include/uapi/linux/virtio_net.h):
+//! - with `IFF_VNET_HDR` every read and write starts with a 10-byte
+//!   `struct virtio_net_hdr` (flags, gso_type, hdr_len, gso_size, csum_start,
+//!   csum_offset; host byte order, little-endian here);
+//! - we do not call `TUNSETOFFLOAD`, so the device advertises no checksum or
+//!   TSO feature and the kernel hands over only complete, checksummed
+//!   packets (`gso_type` NONE). A packet with `NEEDS_CSUM` is still handled
+//!   ([`complete_csum`], what `skb_checksum_help` does); a GSO packet on read
+//!   is refused ([`OffloadError::GsoOnRead`]);
+//! - on write, `virtio_net_hdr_to_skb` accepts a TCP super-packet with
+//!   `gso_type` TCPV4/TCPV6, `gso_size` = the segments' payload size,
+//!   `NEEDS_CSUM` with `csum_start` = the TCP header offset, `csum_offset` =
+//!   16 and the checksum field holding the pseudo-header sum (not inverted:
+//!   `~tcp_v4_check(len, s, d, 0)` in `__tcp_v4_send_check`). The kernel
+//!   forwards it as one skb (a veth carries it whole) and segments it only
+//!   where a device cannot (`tcp_gso_segment`, which also puts PSH on the
+//!   last segment only and gives IPv4 segments consecutive IDs).
+//!
+//! Coalescing rules ([`TunTx::push`]), the kernel's `tcp_gro_receive` made
+//! stricter: only the packet just before may be extended; both TCP over IPv4
+//! without options (DF set, not a fragment) or IPv6 without extension
+//! headers; same addresses, TOS/traffic class and flow label, TTL/hop limit,
+//! ports, ACK number, window, TCP header length and option bytes; flags ACK
+//! (PSH allowed and closes the run); sequence numbers contiguous; every
+//! segment's payload equal to the first one's (the last may be shorter, and
+//! closes the run); at most [`MAX_COALESCE`] bytes. Anything else is written
+//! as it is. Each segment has passed the pipeline (rules, conntrack, NAT)
+//! before it is coalesced; WireGuard authenticated its bytes, and the kernel
+//! recomputes every segment's checksum from the super-packet, so the
+//! original TCP checksums are not re-verified here (wireguard-go's
+//! tun/offload_linux.go makes the same choice).
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// `sizeof(struct virtio_net_hdr)` (no `num_buffers`: we never set
+/// `TUNSETVNETHDRSZ`, whose default is this size).
+pub const VNET_HDR_LEN: usize = 10;
+/// include/uapi/linux/virtio_net.h.
+pub const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+pub const VIRTIO_NET_HDR_GSO_NONE: u8 = 0;
+pub const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
+pub const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
+/// Largest super-packet: the IPv4 total-length limit (also used for IPv6,
+/// whose payload-length limit is 40 bytes larger).
+pub const MAX_COALESCE: usize = 65535;
+/// Arena for one batch of TUN writes (a receive batch is at most 128
+/// datagrams of <= 64 KiB after GRO splitting... of MTU-sized packets, so
+/// 512 KiB leaves room; a full arena is flushed early).
+pub const TUN_TX_ARENA: usize = 512 * 1024;
+
+/// drivers/net/tun.c `TUNSETOFFLOAD` = `_IOW('T', 208, unsigned int)`.
+pub const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// include/uapi/linux/if_tun.h offload bits.
+pub const TUN_F_CSUM: libc::c_uint = 0x01;
+pub const TUN_F_TSO4: libc::c_uint = 0x02;
+pub const TUN_F_TSO6: libc::c_uint = 0x04;
+
+/// Lets the kernel hand over checksum-partial packets and TCP super-packets
+/// (TSO) on reads: [`rx_packet`] completes checksums and [`split_tso`] cuts
+/// super-packets into MSS-sized segments before the pipeline.
+pub fn enable_tso(fd: RawFd) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes the flags as the integer argument.
+    let rc = unsafe { libc::ioctl(fd, TUNSETOFFLOAD as _, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Cuts a TCP super-packet (`gso_type` TCPV4/TCPV6 from a TUN read) into
+/// segments of `gso_size` payload bytes, what the kernel's `tcp_gso_segment`
+/// does: headers copied, IPv4 ID + i, lengths, sequence numbers, FIN/PSH on
+/// the last segment only, CWR on the first only, IP and TCP checksums
+/// computed in full. Each segment is built in `scratch` and passed to `f`.
+/// Returns the number of segments, or an error for a packet that is not a
+/// plain TCP/IPv4 (no options) or TCP/IPv6 (no extension headers) packet.
+pub fn split_tso(
+    pkt: &[u8],
+    gso_size: usize,
+    scratch: &mut [u8],
+    mut f: impl FnMut(&mut [u8]),
+) -> Result<usize, OffloadError> {
+    let mut i = 0;
+    while let Some(len) = tso_segment(pkt, gso_size, i, scratch)? {
+        if let Some(seg) = scratch.get_mut(..len) {
+            f(seg);
+        }
+        i += 1;
+    }
+    Ok(i)
+}
+
+/// Segment `i` of [`split_tso`], built in `scratch`: its length, or `None`
+/// past the last one.
+pub fn tso_segment(
+    pkt: &[u8],
+    gso_size: usize,
+    i: usize,
+    scratch: &mut [u8],
+) -> Result<Option<usize>, OffloadError> {
+    let bad = OffloadError::BadTso;
+    let v6 = match pkt.first().map(|b| b >> 4) {
+        Some(4) if pkt.first() == Some(&0x45) && pkt.get(9) == Some(&6) => false,
+        Some(6) if pkt.get(6) == Some(&6) => true,
+        _ => return Err(bad),
+    };
+    let iph = if v6 { 40 } else { 20 };
+    let thl = usize::from(pkt.get(iph + 12).ok_or(bad.clone())? >> 4) * 4;
+    let hl = iph + thl;
+    if thl < 20 || hl > pkt.len() || gso_size == 0 || hl + gso_size > scratch.len() {
+        return Err(bad);
+    }
+    let seq0 = be32(pkt, iph + 4).ok_or(bad.clone())?;
+    let id0 = be16(pkt, 4).ok_or(bad.clone())?;
+    let flags0 = *pkt.get(iph + 13).ok_or(bad.clone())?;
+    let (head, payload) = pkt.split_at(hl);
+    let n = payload.len().div_ceil(gso_size).max(1);
+    if i >= n {
+        return Ok(None);
+    }
+    let chunk = payload.chunks(gso_size).nth(i).unwrap_or_default();
+    let len = hl + chunk.len();
+    let Some(seg) = scratch.get_mut(..len) else {
+        return Err(bad);
+    };
+    seg[..hl].copy_from_slice(head);
+    seg[hl..].copy_from_slice(chunk);
+    let seq = seq0.wrapping_add((i * gso_size) as u32);
+    seg[iph + 4..iph + 8].copy_from_slice(&seq.to_be_bytes());
+    let mut flags = flags0;
+    if i + 1 < n {
+        flags &= !(0x01 | TCP_PSH); // FIN, PSH
+    }
+    if i > 0 {
+        flags &= !0x80; // CWR
+    }
+    seg[iph + 13] = flags;
+    let tcp_len = (len - iph) as u64;
+    let pseudo = if v6 {
+        seg[4..6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+        sum16(&seg[8..40], 6 + tcp_len)
+    } else {
+        seg[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        seg[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
+        seg[10..12].copy_from_slice(&[0, 0]);
+        let c = !fold(sum16(&seg[..20], 0));
+        seg[10..12].copy_from_slice(&c.to_be_bytes());
+        sum16(&seg[12..20], 6 + tcp_len)
+    };
+    seg[iph + 16..iph + 18].copy_from_slice(&[0, 0]);
+    let c = !fold(sum16(&seg[iph..], pseudo));
+    seg[iph + 16..iph + 18].copy_from_slice(&c.to_be_bytes());
+    Ok(Some(len))
+}
+
+/// Errors of the vnet framing.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum OffloadError {
+    #[error(
+        "TCP super-packet from the TUN that is not plain TCP over IPv4/IPv6 or has no segment size"
+    )]
+    BadTso,
+    #[error("TUN read shorter than the virtio_net_hdr")]
+    Short,
+    #[error("GSO packet from the TUN (gso_type {0}) but no TSO offload was enabled")]
+    GsoOnRead(u8),
+    #[error("NEEDS_CSUM with checksum position {start}+{offset} outside the {len}-byte packet")]
+    BadCsum {
+        start: usize,
+        offset: usize,
+        len: usize,
+    },
+}
+
+fn sum16(data: &[u8], mut acc: u64) -> u64 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        if let [a, b] = c {
+            acc += u64::from(u16::from_be_bytes([*a, *b]));
+        }
+    }
+    if let [a] = chunks.remainder() {
+        acc += u64::from(*a) << 8;
+    }
+    acc
+}
+
+fn fold(mut acc: u64) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// Strips the virtio_net_hdr of a TUN read and finishes a partial checksum.
+/// Returns the offset of the IP packet in `buf` and, for a TCP super-packet
+/// (only after [`enable_tso`]), its segment size: cut it with [`split_tso`]
+/// (whose full checksums make the partial one irrelevant).
+pub fn rx_packet(buf: &mut [u8]) -> Result<(usize, Option<usize>), OffloadError> {
+    let hdr = buf.get(..VNET_HDR_LEN).ok_or(OffloadError::Short)?;
+    let (flags, gso) = (hdr[0], hdr[1] & !0x80); // 0x80: the ECN bit
+    match gso {
+        VIRTIO_NET_HDR_GSO_NONE => {}
+        VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_TCPV6 => {
+            let size = usize::from(u16::from_le_bytes([hdr[4], hdr[5]]));
+            return Ok((VNET_HDR_LEN, Some(size)));
+        }
+        g => return Err(OffloadError::GsoOnRead(g)),
+    }
+    if flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+        let start = usize::from(u16::from_le_bytes([hdr[6], hdr[7]]));
+        let offset = usize::from(u16::from_le_bytes([hdr[8], hdr[9]]));
+        let pkt = buf.get_mut(VNET_HDR_LEN..).ok_or(OffloadError::Short)?;
+        complete_csum(pkt, start, offset)?;
+    }
+    Ok((VNET_HDR_LEN, None))
+}
+
+/// `skb_checksum_help`: the field at `start + offset` holds the
+/// pseudo-header sum; the checksum over `pkt[start..]` (field included)
+/// replaces it.
+pub fn complete_csum(pkt: &mut [u8], start: usize, offset: usize) -> Result<(), OffloadError> {
+    let len = pkt.len();
+    let bad = OffloadError::BadCsum { start, offset, len };
+    if start + offset + 2 > len {
+        return Err(bad);
+    }
+    let c = !fold(sum16(pkt.get(start..).ok_or(bad)?, 0));
+    if let Some(f) = pkt.get_mut(start + offset..start + offset + 2) {
+        f.copy_from_slice(&c.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// A TCP segment as far as coalescing needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seg {
+    v6: bool,
+    iph: usize,
+    thl: usize,
+    seq: u32,
+    flags: u8,
+    payload: usize,
+}
+
+const TCP_ACK: u8 = 0x10;
+const TCP_PSH: u8 = 0x08;
+
+fn be16(p: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*p.get(at)?, *p.get(at + 1)?]))
+}
+
+fn be32(p: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes([
+        *p.get(at)?,
+        *p.get(at + 1)?,
+        *p.get(at + 2)?,
+        *p.get(at + 3)?,
+    ]))
+}
+
+/// A coalescable TCP segment, or `None`.
+fn tcp_seg(p: &[u8]) -> Option<Seg> {
+    let (v6, iph) = match p.first()? >> 4 {
+        4 => {
+            // no options, TCP, DF, not a fragment, length exact
+            if *p.first()? != 0x45 || *p.get(9)? != 6 {
+                return None;
+            }
+            let frag = be16(p, 6)?;
+            if frag != 0x4000 || usize::from(be16(p, 2)?) != p.len() {
+                return None;
+            }
+            (false, 20)
+        }
+        6 => {
+            if *p.get(6)? != 6 || usize::from(be16(p, 4)?) + 40 != p.len() {
+                return None;
+            }
+            (true, 40)
+        }
+        _ => return None,
+    };
+    let thl = usize::from(p.get(iph + 12)? >> 4) * 4;
+    let flags = *p.get(iph + 13)?;
+    if thl < 20 || iph + thl > p.len() || (flags != TCP_ACK && flags != TCP_ACK | TCP_PSH) {
+        return None;
+    }
+    if be16(p, iph + 18)? != 0 {
+        return None; // urgent pointer
+    }
+    Some(Seg {
+        v6,
+        iph,
+        thl,
+        seq: be32(p, iph + 4)?,
+        flags,
+        payload: p.len() - iph - thl,
+    })
+}
+
+/// Whether `b` may follow `a` (headers only; sequence and sizes are
+/// checked by the caller).
+fn same_flow(a: &[u8], sa: &Seg, b: &[u8], sb: &Seg) -> bool {
+    if sa.v6 != sb.v6 || sa.thl != sb.thl {
+        return false;
+    }
+    let ip_same = if sa.v6 {
+        a.get(0..4) == b.get(0..4) && a.get(6..40) == b.get(6..40)
+    } else {
+        a.get(1) == b.get(1) && a.get(8..10) == b.get(8..10) && a.get(12..20) == b.get(12..20)
+    };
+    let t = sa.iph;
+    ip_same
+        && a.get(t..t + 4) == b.get(t..t + 4) // ports
+        && a.get(t + 8..t + 13) == b.get(t + 8..t + 13) // ack, data offset
+        && a.get(t + 14..t + 16) == b.get(t + 14..t + 16) // window
+        && a.get(t + 20..t + sa.thl) == b.get(t + 20..t + sa.thl) // options
+}
+
+struct Entry {
+    start: usize,
+    len: usize,
+    /// Set when this entry is a TCP segment others may join.
+    seg: Option<Seg>,
+    /// Segments in the run (1: written as it is).
+    count: usize,
+    /// Payload bytes in the run.
+    payload: usize,
+    /// The run may not grow (PSH or a short segment seen).
+    closed: bool,
+}
+
+/// What a flush did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TunTxReport {
+    /// IP packets (segments) handed to the kernel.
+    pub packets: u64,
+    /// `write` calls.
+    pub writes: u64,
+    pub errors: u64,
+}
+
+/// TUN writes collected during one batch, coalesced. See the module doc.
+pub struct TunTx {
+    arena: Vec<u8>,
+    used: usize,
+    entries: Vec<Entry>,
+    coalesce: bool,
+}
+
+impl TunTx {
+    /// `coalesce`: build TCP super-packets (else every packet is written as
+    /// it is, still with a virtio_net_hdr).
+    pub fn new(coalesce: bool) -> TunTx {
+        TunTx {
+            arena: vec![0; TUN_TX_ARENA],
+            used: 0,
+            entries: Vec::new(),
+            coalesce,
+        }
+    }
+
+    /// Packets waiting.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Queues an IP packet. `false` when the arena is full (flush first).
+    pub fn push(&mut self, pkt: &[u8]) -> bool {
+        let seg = if self.coalesce { tcp_seg(pkt) } else { None };
+        if let (Some(s), Some(last)) = (seg, self.entries.last_mut()) {
+            if let Some(ls) = last.seg {
+                let first = self.arena.get(last.start..last.start + last.len);
+                let fits = !last.closed
+                    && s.payload > 0
+                    && s.payload <= ls.payload
+                    && last.len + s.payload <= MAX_COALESCE
+                    && s.seq == ls.seq.wrapping_add(last.payload as u32)
+                    && self.used + s.payload <= self.arena.len()
+                    && first.is_some_and(|f| same_flow(f, &ls, pkt, &s));
+                if fits {
+                    if let (Some(dst), Some(src)) = (
+                        self.arena.get_mut(self.used..self.used + s.payload),
+                        pkt.get(s.iph + s.thl..),
+                    ) {
+                        dst.copy_from_slice(src);
+                        self.used += s.payload;
+                        last.len += s.payload;
+                        last.payload += s.payload;
+                        last.count += 1;
+                        if s.flags & TCP_PSH != 0 {
+                            last.closed = true;
+                            if let Some(f) = self.arena.get_mut(last.start + ls.iph + 13) {
+                                *f |= TCP_PSH;
+                            }
+                        }
+                        if s.payload < ls.payload {
+                            last.closed = true;
+                        }
+                        return true;
+                    }
+                }
+            }
+        }
+        let Some(dst) = self.arena.get_mut(self.used..self.used + pkt.len()) else {
+            return false;
+        };
+        dst.copy_from_slice(pkt);
+        let seg = seg.filter(|s| s.payload > 0);
+        self.entries.push(Entry {
+            start: self.used,
+            len: pkt.len(),
+            closed: seg.is_none_or(|s| s.flags & TCP_PSH != 0),
+            payload: seg.map_or(0, |s| s.payload),
+            seg,
+            count: 1,
+        });
+        self.used += pkt.len();
+        true
+    }
+
+    /// Fixes a run's headers and returns its virtio_net_hdr.
+    fn finish(&mut self, i: usize) -> [u8; VNET_HDR_LEN] {
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        let Some(e) = self.entries.get(i) else {
+            return hdr;
+        };
+        let (Some(s), true) = (e.seg, e.count > 1) else {
+            return hdr;
+        };
+        let Some(p) = self.arena.get_mut(e.start..e.start + e.len) else {
+            return hdr;
+        };
+        let tcp_len = e.len - s.iph;
+        let mut pseudo = 6u64 + tcp_len as u64;
+        if s.v6 {
+            if let Some(f) = p.get_mut(4..6) {
+                f.copy_from_slice(&(tcp_len as u16).to_be_bytes());
+            }
+            pseudo = sum16(p.get(8..40).unwrap_or_default(), pseudo);
+        } else {
+            if let Some(f) = p.get_mut(2..4) {
+                f.copy_from_slice(&(e.len as u16).to_be_bytes());
+            }
+            if let Some(f) = p.get_mut(10..12) {
+                f.copy_from_slice(&[0, 0]);
+            }
+            let c = !fold(sum16(p.get(..20).unwrap_or_default(), 0));
+            if let Some(f) = p.get_mut(10..12) {
+                f.copy_from_slice(&c.to_be_bytes());
+            }
+            pseudo = sum16(p.get(12..20).unwrap_or_default(), pseudo);
+        }
+        if let Some(f) = p.get_mut(s.iph + 16..s.iph + 18) {
+            f.copy_from_slice(&fold(pseudo).to_be_bytes());
+        }
+        let gso_size = s.payload as u16;
+        hdr[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+        hdr[1] = if s.v6 {
+            VIRTIO_NET_HDR_GSO_TCPV6
+        } else {
+            VIRTIO_NET_HDR_GSO_TCPV4
+        };
+        hdr[2..4].copy_from_slice(&((s.iph + s.thl) as u16).to_le_bytes());
+        hdr[4..6].copy_from_slice(&gso_size.to_le_bytes());
+        hdr[6..8].copy_from_slice(&(s.iph as u16).to_le_bytes());
+        hdr[8..10].copy_from_slice(&16u16.to_le_bytes());
+        hdr
+    }
+
+    /// Writes everything (one `writev` per packet or super-packet: a TUN
+    /// takes one packet per write). A failed write drops that packet.
+    pub fn flush(&mut self, fd: RawFd, rep: &mut TunTxReport) {
+        for i in 0..self.entries.len() {
+            let hdr = self.finish(i);
+            let Some(e) = self.entries.get(i) else { break };
+            let Some(p) = self.arena.get(e.start..e.start + e.len) else {
+                continue;
+            };
+            let iov = [
+                libc::iovec {
+                    iov_base: hdr.as_ptr() as *mut libc::c_void,
+                    iov_len: hdr.len(),
+                },
+                libc::iovec {
+                    iov_base: p.as_ptr() as *mut libc::c_void,
+                    iov_len: p.len(),
+                },
+            ];
+            // SAFETY: both iovecs point at live buffers of the given sizes.
+            let rc = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
+            rep.writes += 1;
+            if rc < 0 {
+                rep.errors += e.count as u64;
+                tracing::debug!(error = %io::Error::last_os_error(), len = p.len(), "TUN write");
+            } else {
+                rep.packets += e.count as u64;
+            }
+        }
+        self.entries.clear();
+        self.used = 0;
+    }
+
+    /// The queued packets with their virtio_net_hdr (tests).
+    #[cfg(test)]
+    fn take(&mut self) -> Vec<([u8; VNET_HDR_LEN], Vec<u8>)> {
+        let mut out = Vec::new();
+        for i in 0..self.entries.len() {
+            let hdr = self.finish(i);
+            let e = &self.entries[i];
+            out.push((hdr, self.arena[e.start..e.start + e.len].to_vec()));
+        }
+        self.entries.clear();
+        self.used = 0;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::PacketBuilder;
+
+    fn seg4(seq: u32, payload: &[u8], psh: bool) -> Vec<u8> {
+        let mut b = PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1000, 80, seq, 500)
+            .ack(77);
+        if psh {
+            b = b.psh();
+        }
+        let mut v = Vec::new();
+        b.write(&mut v, payload).unwrap();
+        v[6] = 0x40; // DF (etherparse leaves it clear)
+        v[10] = 0;
+        v[11] = 0;
+        let c = !fold(sum16(&v[..20], 0));
+        v[10..12].copy_from_slice(&c.to_be_bytes());
+        v
+    }
+
+    fn seg6(seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ipv6([0x20; 16], [0x21; 16], 64)
+            .tcp(1000, 80, seq, 500)
+            .ack(77)
+            .write(&mut v, payload)
+            .unwrap();
+        v
+    }
+
+    /// What the kernel's tcp_gso_segment would produce: split the payload,
+    /// copy the headers, fix lengths, sequence numbers, PSH and checksums.
+    fn resegment(hdr: &[u8; VNET_HDR_LEN], p: &[u8]) -> Vec<Vec<u8>> {
+        let hl = usize::from(u16::from_le_bytes([hdr[2], hdr[3]]));
+        let gs = usize::from(u16::from_le_bytes([hdr[4], hdr[5]]));
+        let iph = usize::from(u16::from_le_bytes([hdr[6], hdr[7]]));
+        let v6 = hdr[1] == VIRTIO_NET_HDR_GSO_TCPV6;
+        let seq0 = be32(p, iph + 4).unwrap();
+        let chunks: Vec<&[u8]> = p[hl..].chunks(gs).collect();
+        let n = chunks.len();
+        chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut s = p[..hl].to_vec();
+                s.extend_from_slice(c);
+                let seq = seq0.wrapping_add((i * gs) as u32);
+                s[iph + 4..iph + 8].copy_from_slice(&seq.to_be_bytes());
+                if i + 1 < n {
+                    s[iph + 13] &= !TCP_PSH;
+                }
+                let l = s.len();
+                if v6 {
+                    s[4..6].copy_from_slice(&((l - 40) as u16).to_be_bytes());
+                } else {
+                    s[2..4].copy_from_slice(&(l as u16).to_be_bytes());
+                    s[10..12].copy_from_slice(&[0, 0]);
+                    let c = !fold(sum16(&s[..20], 0));
+                    s[10..12].copy_from_slice(&c.to_be_bytes());
+                }
+                // pseudo-header sum for this length, then complete
+                let tl = (l - iph) as u64;
+                let addrs = if v6 { &s[8..40] } else { &s[12..20] };
+                let ps = fold(sum16(addrs, 6 + tl));
+                s[iph + 16..iph + 18].copy_from_slice(&ps.to_be_bytes());
+                complete_csum(&mut s, iph, 16).unwrap();
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn contiguous_segments_coalesce_and_resegment_to_the_originals() {
+        let mut tx = TunTx::new(true);
+        let pay: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 1000]).collect();
+        let mut orig = Vec::new();
+        for (i, p) in pay.iter().enumerate() {
+            let s = seg4(7000 + 1000 * i as u32, p, i == 4);
+            assert!(tx.push(&s));
+            orig.push(s);
+        }
+        let out = tx.take();
+        assert_eq!(out.len(), 1);
+        let (hdr, sp) = &out[0];
+        assert_eq!(hdr[1], VIRTIO_NET_HDR_GSO_TCPV4);
+        assert_eq!(sp.len(), 20 + 20 + 5000);
+        // the super-packet's IPv4 header checksum is valid
+        assert_eq!(fold(sum16(&sp[..20], 0)), 0xffff);
+        let re = resegment(hdr, sp);
+        assert_eq!(re, orig);
+    }
+
+    #[test]
+    fn ipv6_short_last_segment_closes_the_run() {
+        let mut tx = TunTx::new(true);
+        let a = seg6(1, &[1; 1200]);
+        let b = seg6(1201, &[2; 1200]);
+        let c = seg6(2401, &[3; 100]);
+        let d = seg6(2501, &[4; 100]);
+        for p in [&a, &b, &c, &d] {
+            assert!(tx.push(p));
+        }
+        let out = tx.take();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].0[1], VIRTIO_NET_HDR_GSO_TCPV6);
+        assert_eq!(resegment(&out[0].0, &out[0].1), vec![a, b, c]);
+        assert_eq!(out[1].0, [0; VNET_HDR_LEN]);
+        assert_eq!(out[1].1, d);
+    }
+
+    #[test]
+    fn gaps_other_flows_and_flags_are_not_coalesced() {
+        let mut tx = TunTx::new(true);
+        let a = seg4(1, &[1; 500], false);
+        let gap = seg4(1000, &[1; 500], false); // seq 501 expected
+        let mut other_ack = seg4(1500, &[1; 500], false);
+        other_ack[20 + 8..20 + 12].copy_from_slice(&99u32.to_be_bytes());
+        let mut syn = seg4(2000, &[], false);
+        syn[20 + 13] = 0x02;
+        for p in [&a, &gap, &other_ack, &syn] {
+            assert!(tx.push(p));
+        }
+        let out = tx.take();
+        assert_eq!(out.len(), 4);
+        assert!(out.iter().all(|(h, _)| *h == [0; VNET_HDR_LEN]));
+        assert_eq!(out[1].1, gap);
+        // off: never coalesced
+        let mut tx = TunTx::new(false);
+        assert!(tx.push(&seg4(1, &[1; 500], false)));
+        assert!(tx.push(&seg4(501, &[1; 500], false)));
+        assert_eq!(tx.take().len(), 2);
+    }
+
+    #[test]
+    fn coalescing_stops_at_the_size_limit() {
+        let mut tx = TunTx::new(true);
+        let mut seq = 0u32;
+        for _ in 0..60 {
+            assert!(tx.push(&seg4(seq, &[7; 1400], false)));
+            seq += 1400;
+        }
+        let out = tx.take();
+        assert!(out.len() >= 2);
+        assert!(out.iter().all(|(_, p)| p.len() <= MAX_COALESCE));
+        let total: usize = out.iter().map(|(h, p)| resegment_len(h, p)).sum();
+        assert_eq!(total, 60);
+    }
+
+    #[test]
+    fn split_tso_equals_the_original_segments_v4_and_v6() {
+        // coalesce with our own TunTx (tested against the kernel's rules
+        // above), then split: the originals come back, checksums included
+        for v6 in [false, true] {
+            let mut tx = TunTx::new(true);
+            let mut orig = Vec::new();
+            for i in 0..4u32 {
+                let pay = vec![i as u8; if i == 3 { 333 } else { 1000 }];
+                let s = if v6 {
+                    seg6(10 + 1000 * i, &pay)
+                } else {
+                    seg4(10 + 1000 * i, &pay, i == 3)
+                };
+                assert!(tx.push(&s));
+                orig.push(s);
+            }
+            let out = tx.take();
+            assert_eq!(out.len(), 1);
+            let mut scratch = vec![0u8; 65535];
+            let mut got = Vec::new();
+            let n = split_tso(&out[0].1, 1000, &mut scratch, |s| got.push(s.to_vec())).unwrap();
+            assert_eq!(n, 4);
+            if !v6 {
+                // IPv4 IDs become consecutive (tcp_gso_segment): the
+                // originals all had ID 0 from etherparse
+                for (i, g) in got.iter_mut().enumerate() {
+                    assert_eq!(be16(g, 4), Some(i as u16));
+                    g[4..6].copy_from_slice(&[0, 0]);
+                    g[10..12].copy_from_slice(&[0, 0]);
+                    let c = !fold(sum16(&g[..20], 0));
+                    g[10..12].copy_from_slice(&c.to_be_bytes());
+                }
+            }
+            assert_eq!(got, orig, "v6={v6}");
+        }
+        let mut scratch = vec![0u8; 100];
+        assert_eq!(
+            split_tso(&[0x45, 0], 10, &mut scratch, |_| {}),
+            Err(OffloadError::BadTso)
+        );
+        let s = seg4(1, &[0; 500], false);
+        assert_eq!(
+            split_tso(&s, 0, &mut scratch, |_| {}),
+            Err(OffloadError::BadTso)
+        );
+    }
+
+    fn resegment_len(h: &[u8; VNET_HDR_LEN], p: &[u8]) -> usize {
+        if h[1] == 0 {
+            1
+        } else {
+            resegment(h, p).len()
+        }
+    }
+
+    #[test]
+    fn rx_strips_header_and_completes_partial_checksum() {
+        let s = seg4(5, &[9; 300], false);
+        let want = s.clone();
+        let mut partial = s.clone();
+        let ps = fold(sum16(&partial[12..20], 6 + (partial.len() - 20) as u64));
+        partial[36..38].copy_from_slice(&ps.to_be_bytes());
+        let mut buf = vec![VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, 0, 0, 20, 0, 16, 0];
+        buf.extend_from_slice(&partial);
+        assert_eq!(rx_packet(&mut buf), Ok((VNET_HDR_LEN, None)));
+        assert_eq!(&buf[VNET_HDR_LEN..], &want[..]);
+        let mut gso = vec![0, VIRTIO_NET_HDR_GSO_TCPV4, 0, 0, 0xb4, 0x05, 0, 0, 0, 0];
+        assert_eq!(rx_packet(&mut gso), Ok((VNET_HDR_LEN, Some(1460))));
+        let mut udp = vec![0, 3, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(rx_packet(&mut udp), Err(OffloadError::GsoOnRead(3)));
+        assert_eq!(rx_packet(&mut [0; 3]), Err(OffloadError::Short));
+        let mut bad = vec![
+            VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            0,
+            0,
+            0,
+            0,
+            0,
+            200,
+            0,
+            16,
+            0,
+            1,
+            2,
+        ];
+        assert!(matches!(
+            rx_packet(&mut bad),
+            Err(OffloadError::BadCsum { .. })
+        ));
+    }
+}
