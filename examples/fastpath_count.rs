@@ -15,8 +15,6 @@
 //! instructions collected in it divided by the count are instructions/packet
 //! (including the per-iteration buffer copy, as in the bench).
 
-use portcullis::packet::synth::{self, TcpSpec};
-use portcullis::packet::tcp_flags::{ACK, PSH, SYN};
 use portcullis::pipeline::{testbed, Pipeline};
 use portcullis::verdict::Verdict;
 use portcullis::zone::ZoneId;
@@ -52,51 +50,8 @@ fn main() {
     let server: SocketAddr = server.parse().expect("addr");
     let now = Instant::now();
     let mut p = testbed::pipeline_accept_forward(now);
-    let laptop = ZoneId::peer(0);
-    let syn = TcpSpec {
-        flags: SYN,
-        seq: 1000,
-        ack: 0,
-        window: 65535,
-        wscale: Some(7),
-        mss: Some(1380),
-    };
-    let synack = TcpSpec {
-        flags: SYN | ACK,
-        seq: 5000,
-        ack: 1001,
-        window: 65535,
-        wscale: Some(7),
-        mss: Some(1380),
-    };
-    let ack = TcpSpec {
-        flags: ACK,
-        seq: 1001,
-        ack: 5001,
-        window: 2048,
-        wscale: None,
-        mss: None,
-    };
-    let mut s = synth::tcp(client, server, syn, b"").expect("syn");
-    assert_eq!(p.handle(&mut s, laptop, now), Verdict::Forward(ZoneId::TUN));
-    let mut sa = synth::tcp(server, client, synack, b"").expect("synack");
-    assert_eq!(
-        p.handle(&mut sa, ZoneId::TUN, now),
-        Verdict::Forward(laptop)
-    );
-    let mut a = synth::tcp(client, server, ack, b"").expect("ack");
-    assert_eq!(p.handle(&mut a, laptop, now), Verdict::Forward(ZoneId::TUN));
-    let payload = vec![0x5a; payload_len];
-    let data = synth::tcp(
-        client,
-        server,
-        TcpSpec {
-            flags: ACK | PSH,
-            ..ack
-        },
-        &payload,
-    )
-    .expect("data");
+    let data = testbed::established_tcp(&mut p, client, server, payload_len, now)
+        .expect("the testbed forwards the handshake");
     let mut buf = data.clone();
     let nows: Vec<Instant> = if args.get(4).map(String::as_str) == Some("tick") {
         (0..n)

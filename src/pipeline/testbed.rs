@@ -78,3 +78,61 @@ pub fn pipeline_accept_forward(now: Instant) -> Pipeline {
         now,
     )
 }
+
+/// Sets up an established TCP flow from `client` (peer `laptop`) to `server`
+/// (behind the TUN) through `p` — SYN, SYN-ACK, ACK — and returns an
+/// in-window data segment of that flow carrying `payload_len` bytes.
+/// `None` when the pipeline did not forward one of the handshake packets.
+pub fn established_tcp(
+    p: &mut Pipeline,
+    client: std::net::SocketAddr,
+    server: std::net::SocketAddr,
+    payload_len: usize,
+    now: Instant,
+) -> Option<Vec<u8>> {
+    use crate::packet::synth::{self, TcpSpec};
+    use crate::packet::tcp_flags::{ACK, PSH, SYN};
+    use crate::verdict::Verdict;
+    let laptop = ZoneId::peer(0);
+    let syn = TcpSpec {
+        flags: SYN,
+        seq: 1000,
+        ack: 0,
+        window: 65535,
+        wscale: Some(7),
+        mss: Some(1380),
+    };
+    let synack = TcpSpec {
+        flags: SYN | ACK,
+        seq: 5000,
+        ack: 1001,
+        ..syn
+    };
+    let ack = TcpSpec {
+        flags: ACK,
+        seq: 1001,
+        ack: 5001,
+        window: 2048,
+        wscale: None,
+        mss: None,
+    };
+    let steps = [
+        (synth::tcp(client, server, syn, b"")?, laptop, ZoneId::TUN),
+        (
+            synth::tcp(server, client, synack, b"")?,
+            ZoneId::TUN,
+            laptop,
+        ),
+        (synth::tcp(client, server, ack, b"")?, laptop, ZoneId::TUN),
+    ];
+    for (mut pkt, from, to) in steps {
+        if p.handle(&mut pkt, from, now) != Verdict::Forward(to) {
+            return None;
+        }
+    }
+    let data = TcpSpec {
+        flags: ACK | PSH,
+        ..ack
+    };
+    synth::tcp(client, server, data, &vec![0x5a; payload_len])
+}
