@@ -34,6 +34,8 @@ CLIENT2_ADDR=100.64.0.3
 LAN_HOST=198.51.100.130
 SERVER_VIA_UPSTREAM=203.0.113.66
 UPSTREAM_SERVER_SIDE=203.0.113.65
+# the gateway's tunnel address towards the upstream (LAN traffic is masqueraded to it)
+GATEWAY_UPSTREAM_ADDR=100.64.1.2
 
 say() { echo "[$TEST_NAME] $*"; }
 fail() { echo "[$TEST_NAME] FAIL: $*" >&2; exit 1; }
