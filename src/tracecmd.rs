@@ -33,23 +33,11 @@ pub struct TraceRequest {
     pub payload: Option<String>,
 }
 
-/// Parses TCP flag letters (`S`, `A`, `F`, `R`, `P`, `U`, `E`, `C`).
+/// Parses TCP flag letters (`S`, `A`, `F`, `R`, `P`, `U`, `E`, `C`), as the
+/// config's `tcp_flags` does.
 pub fn parse_flags(s: &str) -> Result<u8> {
-    let mut f = 0;
-    for c in s.chars() {
-        f |= match c.to_ascii_uppercase() {
-            'S' => tcp_flags::SYN,
-            'A' => tcp_flags::ACK,
-            'F' => tcp_flags::FIN,
-            'R' => tcp_flags::RST,
-            'P' => tcp_flags::PSH,
-            'U' => tcp_flags::URG,
-            'E' => tcp_flags::ECE,
-            'C' => tcp_flags::CWR,
-            _ => bail!("unknown TCP flag {c:?} in {s:?}: expected letters from S A F R P U E C"),
-        };
-    }
-    Ok(f)
+    crate::config::parse::flag_bits(s)
+        .map_err(|e| anyhow!("{e} in {s:?}: expected letters from S A F R P U E C"))
 }
 
 fn sock(s: &str, what: &str) -> Result<SocketAddr> {

@@ -225,7 +225,8 @@ pub fn icmp_type(s: &str, v6: bool) -> Result<u8, String> {
 /// TCP flag letters in bit order: F S R P A U E C (FIN = 0x01 ... CWR = 0x80).
 const TCP_FLAG_LETTERS: &[u8; 8] = b"FSRPAUEC";
 
-fn flag_bits(s: &str) -> Result<u8, String> {
+/// TCP flag letters (any case) as the flags byte: `"SA"` -> SYN|ACK.
+pub fn flag_bits(s: &str) -> Result<u8, String> {
     let mut bits = 0u8;
     for c in s.chars() {
         let up = c.to_ascii_uppercase();

@@ -53,7 +53,7 @@ pub mod stats;
 pub mod testbed;
 pub mod trace;
 
-use crate::conntrack::{Conntrack, CtConfig, CtState, Dir, EndCause, Flow, FlowId, Track};
+use crate::conntrack::{Conntrack, CtConfig, Dir, EndCause, Flow, FlowId, Track};
 use crate::nat::{xlate, DnatTo, Nat, NatConfig, NatEvent};
 use crate::packet::build::{self, ReplyLimiter};
 use crate::packet::frag::{FragResult, Reassembler};
@@ -1353,11 +1353,6 @@ pub fn flag_string(f: u8) -> String {
         s.push('-');
     }
     s
-}
-
-/// The state a flow's packet had, for callers that want it.
-pub fn state_bit(s: CtState) -> u8 {
-    s.mask_bit()
 }
 
 impl PipelineConfig {
