@@ -259,3 +259,72 @@ fn every_subcommand_has_help_and_keys_round_trip() {
     let out = portcullis(&["--help"], &[]);
     assert!(text(&out.stdout).contains("peer-config"));
 }
+
+/// The systemd unit in conf/: its commands run as written (the pre-start
+/// check accepts the example config, `run` takes `--config`, reload is
+/// SIGHUP), and `systemd-analyze verify` finds nothing to say about it
+/// (unknown keys or sections, bad values). The sandbox itself cannot be
+/// exercised here: PID 1 of the test machine is not systemd.
+#[test]
+fn systemd_unit_commands_run_and_the_unit_verifies() {
+    let unit = std::fs::read_to_string(conf("portcullis.service")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = install(&conf("gateway.toml"), dir.path());
+    let bin = env!("CARGO_BIN_EXE_portcullis");
+    let unit = unit
+        .replace("/usr/local/bin/portcullis", bin)
+        .replace("/etc/portcullis/gateway.toml", cfg.to_str().unwrap());
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+            .unwrap_or_else(|| panic!("the unit has no {key}="))
+            .to_string()
+    };
+    let words = |v: &str| v.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+
+    let pre = words(&value("ExecStartPre"));
+    assert_eq!(pre[0], bin);
+    let args: Vec<&str> = pre[1..].iter().map(String::as_str).collect();
+    let out = portcullis(&args, &[]);
+    assert_eq!(out.status.code(), Some(0), "{pre:?}: {}", text(&out.stderr));
+
+    let start = words(&value("ExecStart"));
+    assert_eq!(&start[..2], [bin, "run"]);
+    let help = text(&portcullis(&["run", "--help"], &[]).stdout);
+    for w in &start[2..] {
+        if w.starts_with("--") {
+            assert!(help.contains(w.as_str()), "`run` has no {w}: {help}");
+        }
+    }
+    assert_eq!(value("ExecReload"), "/bin/kill -HUP $MAINPID");
+
+    let analyze = Path::new("/usr/bin/systemd-analyze");
+    if !analyze.exists() {
+        eprintln!("systemd-analyze is not installed: the unit's syntax is not verified");
+        return;
+    }
+    let path = dir.path().join("portcullis.service");
+    std::fs::write(&path, &unit).unwrap();
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = text(&out.stderr) + &text(&out.stdout);
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
+    // the check can fail: a misspelt key is reported
+    std::fs::write(&path, unit.replace("NoNewPrivileges=", "NoNewPrivilege=")).unwrap();
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("Unknown key"),
+        "{}",
+        text(&out.stderr)
+    );
+}
