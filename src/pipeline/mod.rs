@@ -674,6 +674,7 @@ impl Pipeline {
         let flow = self.ct.flow(id)?;
         let (orig, egress, chain) = (flow.orig, flow.egress(), flow.chain);
         let (reply_src, reply_sport) = (flow.reply.src, flow.reply.sport);
+        let icmp_first = flow.icmp_type();
         let spoofed = orig.zone.is_peer() && self.routes.lookup(orig.src) != Some(orig.zone);
         let first = MatchInput {
             ingress: orig.zone,
@@ -692,16 +693,8 @@ impl Pipeline {
             } else {
                 0
             },
-            // The key keeps no ICMP type: a packet travelling the original way
-            // is one the flow's initiator sends, so its own type stands in for
-            // the first packet's (an echo flow's is an echo request; a
-            // timestamp flow's a timestamp request). Otherwise assume echo.
-            icmp: match (meta.l4, dir, orig.proto) {
-                (L4::Icmp(i), Dir::Original, _) if !i.is_error => Some((i.ty, i.code)),
-                (_, _, proto::ICMP) => Some((8, 0)),
-                (_, _, proto::ICMPV6) => Some((128, 0)),
-                _ => None,
-            },
+            // The flow keeps the type and code of the packet that created it.
+            icmp: icmp_first,
             tcp_flags: (orig.proto == proto::TCP).then_some(packet::tcp_flags::SYN),
             ct_state: CtStateMask::NEW,
         };
