@@ -1207,9 +1207,9 @@ fn spoofed_source_is_dropped_on_the_invalid_and_related_paths() {
 
 /// A reload that keeps an ICMP rule must keep the flows it admitted. The
 /// re-check rebuilds a flow's first packet from its key, which for ICMP only
-/// holds the echo id; a packet of the flow travelling the original way lends
-/// its own type (regression: a timestamp flow (13) was re-checked as an echo
-/// request, missed its rule and was revoked by a reload that changed nothing).
+/// holds the echo id, and the type and code the flow stored (regression: a
+/// timestamp flow (13) was re-checked as an echo request, missed its rule and
+/// was revoked by a reload that changed nothing).
 #[test]
 fn reload_keeps_a_non_echo_icmp_flow_its_rule_still_allows() {
     let mut h = Harness::new(icmp_type_13_cfg());
@@ -1242,10 +1242,9 @@ action = "accept"
 }
 
 /// The same when the first packet after the reload is the reply: its type
-/// says nothing about the request that started the flow, and the re-check
-/// falls back to echo-request.
+/// says nothing about the request that started the flow; the flow keeps the
+/// first packet's type for the re-check.
 #[test]
-#[ignore = "bug: conntrack flows do not record a non-echo ICMP flow's type; a reload re-check triggered by a reply assumes echo-request and revokes a flow an icmp_type rule still allows"]
 fn reload_keeps_a_non_echo_icmp_flow_when_the_reply_comes_first() {
     let mut h = Harness::new(icmp_type_13_cfg());
     let f = Fam { v6: false };

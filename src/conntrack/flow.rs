@@ -146,6 +146,20 @@ impl Flow {
         self.flags & FL_ASSURED != 0
     }
 
+    /// The ICMP / ICMPv6 type and code of the packet that created the flow
+    /// (`None` for other protocols). Rules match on the type, so a re-check
+    /// after a reload needs it even when the reply comes first.
+    pub fn icmp_type(&self) -> Option<(u8, u8)> {
+        (self.class == C_ICMP).then_some((self.win.scale[0], self.win.scale[1]))
+    }
+
+    /// Stores the creating packet's ICMP type and code (see
+    /// [`Flow::icmp_type`]). ICMP flows have no TCP window state, so the
+    /// window's two scale bytes hold them: no extra bytes per flow.
+    pub(super) fn set_icmp_type(&mut self, ty: u8, code: u8) {
+        self.win.scale = [ty, code];
+    }
+
     /// The zone the flow came from.
     pub fn ingress(&self) -> ZoneId {
         self.orig.zone

@@ -701,6 +701,9 @@ impl Conntrack {
             f.win = win;
             f.class = class;
             f.flags = FL_LIVE | flags;
+            if let L4::Icmp(i) = meta.l4 {
+                f.set_icmp_type(i.ty, i.code);
+            }
         }
         let hasher = self.hasher;
         let slab = &self.slab;

@@ -236,6 +236,21 @@ pub(super) fn packet(
     t: &TcpInfo,
     payload_len: usize,
 ) -> Outcome {
+    let (s, r) = if d == 0 { (0, 1) } else { (1, 0) };
+    if state == ES && t.flags & (F::SYN | F::FIN | F::RST | F::ACK) == F::ACK && w.maxwin[s] != 0 {
+        // The common case (TABLE: an ACK keeps ESTABLISHED in both
+        // directions): none of `in_window`'s set-up applies (no SYN, an ACK,
+        // the sender's window known), and `check_and_update` changes nothing
+        // unless it accepts, so it works on `w` directly, without a copy.
+        let sack = sack_edge(w, r, t);
+        let end = seg_end(t, payload_len);
+        let ok = check_and_update(w, s, r, t.seq, end, t.ack, sack, t.window, false);
+        return if ok {
+            Outcome::Accept(ES)
+        } else {
+            Outcome::OutOfWindow
+        };
+    }
     let old = usize::from(state.min(S2));
     let new = TABLE
         .get(d)
@@ -267,17 +282,10 @@ fn in_window(w: &mut TcpWin, state: &mut u8, d: usize, t: &TcpInfo, payload_len:
     let rst = t.flags & F::RST != 0;
     let mut seq = t.seq;
     let mut ack = t.ack;
-    let mut win = u32::from(t.window);
+    let win = u32::from(t.window);
     let mut end = seg_end(t, payload_len);
 
-    let mut sack = ack;
-    if w.flags[r] & WF_SACK != 0 {
-        if let Some(right) = t.sack_max_right {
-            if after(right, sack) {
-                sack = right;
-            }
-        }
-    }
+    let mut sack = sack_edge(w, r, t);
 
     if w.maxwin[s] == 0 {
         if syn {
@@ -327,6 +335,36 @@ fn in_window(w: &mut TcpWin, state: &mut u8, d: usize, t: &TcpInfo, payload_len:
         end = seq;
     }
 
+    check_and_update(w, s, r, seq, end, ack, sack, t.window, syn)
+}
+
+/// The acknowledgement edge bounds (III)/(IV) check: the highest SACK right
+/// edge when the receiver allowed SACK and it is beyond the ack, else the ack.
+#[inline]
+fn sack_edge(w: &TcpWin, r: usize, t: &TcpInfo) -> u32 {
+    match t.sack_max_right {
+        Some(right) if w.flags[r] & WF_SACK != 0 && after(right, t.ack) => right,
+        _ => t.ack,
+    }
+}
+
+/// The tail of `tcp_in_window`: the four bounds, then the window update of
+/// sender `s` / receiver `r`. Changes nothing unless the packet is in window
+/// (an out-of-window packet of a liberal sender is accepted unchanged).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn check_and_update(
+    w: &mut TcpWin,
+    s: usize,
+    r: usize,
+    seq: u32,
+    end: u32,
+    ack: u32,
+    sack: u32,
+    window: u16,
+    syn: bool,
+) -> bool {
+    let mut win = u32::from(window);
     let in_recv_win =
         w.maxwin[r] == 0 || after(end, w.end[s].wrapping_sub(w.maxwin[r]).wrapping_sub(1));
     let max_ack_win = if w.maxwin[s] != 0 {

@@ -567,6 +567,31 @@ fn icmp_echo_new_then_established() {
 }
 
 #[test]
+fn icmp_flows_keep_the_first_packets_type_and_code() {
+    let mut h = H::new(CtConfig::default());
+    let mut ts = echo(true, 13, 0);
+    if let L4::Icmp(i) = &mut ts.l4 {
+        i.code = 1;
+        i.echo_id = None;
+    }
+    let id = h.open(&ts);
+    // A reply (type 14) and later packets do not change what the flow stored.
+    let mut reply = echo(false, 14, 0);
+    if let L4::Icmp(i) = &mut reply.l4 {
+        i.echo_id = None;
+    }
+    assert_eq!(
+        h.track(&reply),
+        tracked(id, Dir::Reply, CtState::Established)
+    );
+    assert_eq!(h.ct.flow(id).unwrap().icmp_type(), Some((13, 1)));
+    let echo_id = h.open(&echo(true, 8, 9));
+    assert_eq!(h.ct.flow(echo_id).unwrap().icmp_type(), Some((8, 0)));
+    let udp_id = h.open(&udp(true));
+    assert_eq!(h.ct.flow(udp_id).unwrap().icmp_type(), None);
+}
+
+#[test]
 fn icmp_errors_are_related_or_invalid() {
     let mut h = H::new(CtConfig::default());
     assert_eq!(

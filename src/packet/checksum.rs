@@ -34,32 +34,60 @@ pub fn sum(data: &[u8]) -> u32 {
 /// The unfolded native-endian accumulation behind [`sum`]: pieces that start
 /// at even offsets may be accumulated separately, added, and finished once
 /// with [`sum_of_acc`] (RFC 1071 2(B): the sum is byte-order independent and
-/// 2^16 = 1 mod 0xffff). The total must stay below 2^64: at most ~2^32 bytes.
+/// 2^16 = 1 mod 0xffff). The result is below 2^33, so a few results (and
+/// [`acc_of_be16`] terms) can be added without overflow.
 #[inline]
 pub(crate) fn acc_ne(data: &[u8]) -> u64 {
-    let mut acc: u64 = 0;
-    // 32-bit native words into a 64-bit accumulator: no carry chain, so the
-    // loop vectorizes; 65535 bytes add at most 2^14 * 2^32 < 2^64.
-    let mut chunks = data.chunks_exact(4);
+    // 64-bit native words into two 128-bit accumulators: each word costs an
+    // add + add-with-carry (no per-word widening, no vector shuffles; 2^64 =
+    // 1 mod 0xffff makes the carries plain terms of the sum), and the two
+    // chains run in parallel. Measured (callgrind, 1240-byte IPv4 TCP
+    // packet): ~425 instructions for the transport checksum instead of ~740
+    // for 32-bit words widened into one 64-bit accumulator (whose SSE2
+    // vectorisation needed shuffles per word). An explicit carry chain
+    // (`overflowing_add` pairs) compiled worse (~590).
+    let mut a: u128 = 0;
+    let mut b: u128 = 0;
+    let mut chunks = data.chunks_exact(16);
     for c in &mut chunks {
-        let mut w = [0u8; 4];
-        w.copy_from_slice(c);
-        acc += u64::from(u32::from_ne_bytes(w));
+        let (x, y) = c.split_at(8);
+        a += u128::from(u64::from_ne_bytes(word8(x)));
+        b += u128::from(u64::from_ne_bytes(word8(y)));
     }
-    // The tail is added in 2/1-byte native pieces (each starting at an even
-    // offset; 2^16 = 1 mod 0xffff makes their position in `acc` irrelevant).
-    // Copying it into a zeroed buffer instead would stall store forwarding.
     let mut rest = chunks.remainder();
+    if let Some((w, r)) = rest.split_first_chunk::<8>() {
+        a += u128::from(u64::from_ne_bytes(*w));
+        rest = r;
+    }
+    // The tail is added in 4/2/1-byte native pieces (each starting at an even
+    // offset, so its position in the sum is irrelevant). Copying it into a
+    // zeroed buffer instead would stall store forwarding.
     let mut tail: u64 = 0;
+    if let Some((w, r)) = rest.split_first_chunk::<4>() {
+        tail += u64::from(u32::from_ne_bytes(*w));
+        rest = r;
+    }
     if let Some((w, r)) = rest.split_first_chunk::<2>() {
         tail += u64::from(u16::from_ne_bytes(*w));
         rest = r;
     }
-    if let Some(&b) = rest.first() {
+    if let Some(&last) = rest.first() {
         // The odd byte is the high byte of a zero-padded big-endian word.
-        tail += u64::from(u16::from_ne_bytes([b, 0]));
+        tail += u64::from(u16::from_ne_bytes([last, 0]));
     }
-    acc + tail
+    // Fold 128 -> 64 -> 33 bits (each step keeps the value mod 0xffff).
+    let t = a + b + u128::from(tail);
+    let (lo, c) = (t as u64).overflowing_add((t >> 64) as u64);
+    let s = lo + u64::from(c); // cannot overflow again: lo < 2^64 - 1 when c is set
+    (s & 0xffff_ffff) + (s >> 32)
+}
+
+/// An 8-byte slice (from `split_at(8)` of a 16-byte chunk) as an array.
+#[inline(always)]
+fn word8(s: &[u8]) -> [u8; 8] {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(s);
+    w
 }
 
 /// A 16-bit big-endian value as a term of an [`acc_ne`] accumulation.
