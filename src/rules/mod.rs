@@ -14,6 +14,7 @@
 //! only decides.
 
 pub mod classifier;
+pub mod l7;
 pub mod linear;
 pub mod model;
 
@@ -21,6 +22,7 @@ pub mod model;
 mod tests;
 
 pub use classifier::{Classifier, ClassifierStats};
+pub use l7::{L7Kind, L7Name, NameList, NamePattern};
 pub use model::*;
 
 use crate::verdict::Chain;
@@ -63,6 +65,21 @@ impl RuleSet {
     /// Classifies `m` in `chain` (first match wins, else the policy).
     pub fn evaluate(&self, chain: Chain, m: &MatchInput) -> Decision {
         self.classifier(chain).classify(m)
+    }
+
+    /// Classifies `m` in `chain` with the flow's L7 name known (`None`: the
+    /// flow has none); see [`linear::evaluate_named`].
+    pub fn evaluate_named(&self, chain: Chain, m: &MatchInput, name: Option<&L7Name>) -> Decision {
+        self.classifier(chain).classify_named(m, name)
+    }
+
+    /// True when rule `idx` of `chain` has L7 predicates (a decision by it
+    /// at flow start is provisional).
+    pub fn rule_has_l7(&self, chain: Chain, idx: u32) -> bool {
+        self.chain(chain)
+            .rules
+            .get(idx as usize)
+            .is_some_and(Rule::has_l7)
     }
 
     /// The source rules of `chain` (for printing and sizing counters).
