@@ -12,6 +12,33 @@
 //! define exactly what each rule field means. Per-rule packet/byte counters
 //! are kept by the pipeline, indexed by chain and rule index; this module
 //! only decides.
+//!
+//! # L7 predicates (`tls_sni`, `http_host`, `dns_qname`)
+//!
+//! Forward rules may also match the flow's L7 name (patterns in [`l7`]: exact,
+//! `*.suffix` strictly under the suffix, or an anchored `~regex`). The name is
+//! known only after the flow has started (the ClientHello, the HTTP request,
+//! the DNS query), so a chain is decided in two steps:
+//!
+//! 1. At flow start, [`RuleSet::evaluate`] runs with the name *unknown*: L7
+//!    predicates are ignored, so a rule with them is a candidate whenever its
+//!    other fields match. When the first matching rule has L7 predicates
+//!    ([`RuleSet::rule_has_l7`]), the decision is provisional: the flow is
+//!    admitted "pending L7" (TCP), or, when the first packet already carries
+//!    the client's payload (a UDP DNS query) or cannot carry a name (other
+//!    protocols), decided at once by step 2.
+//! 2. When the client's first payload yields the name, or proves there is
+//!    none (not TLS/HTTP/DNS, no SNI/Host, or a bound of client bytes passed
+//!    without a name), [`RuleSet::evaluate_named`] evaluates the chain again
+//!    *from the top* with the name known, on the flow's first packet as the
+//!    rules saw it: a rule with L7 predicates matches only when the name is
+//!    of a kind it lists and one of that list's patterns matches it (several
+//!    L7 fields on one rule are alternatives); rules without L7 predicates
+//!    match as before. A flow without a name matches no L7 rule. That verdict
+//!    is final: accept lets the flow go on; drop/reject cuts it.
+//!
+//! The pipeline side (buffering the client's first bytes, what happens to
+//! segments before the decision, resets) is in [`crate::pipeline::l7`].
 
 pub mod classifier;
 pub mod l7;
