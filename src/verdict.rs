@@ -63,6 +63,9 @@ pub enum DropReason {
     NatExhausted,
     /// TTL/hop limit expired in the gateway.
     TtlExpired,
+    /// A segment of a flow waiting for its L7 decision arrived out of order
+    /// (or the pending buffers were full); the client retransmits it.
+    L7Pending,
 }
 
 impl DropReason {
@@ -83,6 +86,7 @@ impl DropReason {
             DropReason::Ids => "ids",
             DropReason::NatExhausted => "nat_exhausted",
             DropReason::TtlExpired => "ttl_expired",
+            DropReason::L7Pending => "l7_pending",
         }
     }
 }

@@ -16,6 +16,7 @@ use super::{
 use crate::conntrack::{CtConfig, Timeouts};
 use crate::netstack::{NetstackConfig, PortForward, Proto as NsProto};
 use crate::packet::{proto, FragConfig};
+use crate::rules::l7::{L7Kind, NameList, NamePattern};
 use crate::rules::model::{
     Action, AddrMatch, ChainDef, CtStateMask, PortMatch, RejectWith, Rule, ZoneMatch,
 };
@@ -99,6 +100,9 @@ const RULE_KEYS: &[&str] = &[
     "action",
     "reject_with",
     "log",
+    "tls_sni",
+    "http_host",
+    "dns_qname",
 ];
 const CONNTRACK_KEYS: &[&str] = &["max_entries", "tcp_loose", "timeouts"];
 const TIMEOUT_KEYS: &[&str] = &[
@@ -1063,6 +1067,8 @@ impl Builder {
             }
         }
 
+        self.l7_fields(t, chain, &mut rule);
+
         // Connection states.
         if let Some(v) = t.map.get("state") {
             let key = join(path, "state");
@@ -1116,6 +1122,71 @@ impl Builder {
             rule.log = b;
         }
         action.map(|_| rule)
+    }
+
+    /// The L7 predicates `tls_sni`, `http_host`, `dns_qname` (forward chain
+    /// only; each a name pattern or a list of them, see `rules::l7`).
+    fn l7_fields(&mut self, t: Tab<'_>, chain: Option<usize>, rule: &mut Rule) {
+        for (k, kind) in [
+            ("tls_sni", L7Kind::TlsSni),
+            ("http_host", L7Kind::HttpHost),
+            ("dns_qname", L7Kind::DnsQname),
+        ] {
+            let Some(v) = t.map.get(k) else { continue };
+            let key = join(t.path, k);
+            if chain.is_some_and(|c| c != 1) {
+                self.ctx.report(
+                    &key,
+                    Some(v),
+                    format!(
+                        "{k} is decided on flows through the gateway; expected chain = \"forward\""
+                    ),
+                );
+                continue;
+            }
+            // TLS and HTTP run over TCP; DNS over UDP or TCP.
+            let fits = match (kind, rule.proto) {
+                (_, None) => true,
+                (L7Kind::DnsQname, Some(p)) => p == proto::TCP || p == proto::UDP,
+                (_, Some(p)) => p == proto::TCP,
+            };
+            if !fits {
+                let want = if kind == L7Kind::DnsQname {
+                    "proto = \"udp\" or \"tcp\""
+                } else {
+                    "proto = \"tcp\""
+                };
+                self.ctx.report(
+                    &key,
+                    Some(v),
+                    format!(
+                        "{k} can never match this rule's protocol; expected {want} (or no proto)"
+                    ),
+                );
+                continue;
+            }
+            let items = self.ctx.one_or_many(&key, v);
+            if items.is_empty() {
+                self.ctx.report(&key, Some(v), "an empty list matches nothing; expected names like [\"example.com\", \"*.example.net\", \"~regex\"] (or no key to match every name)");
+                continue;
+            }
+            let mut list = Vec::new();
+            for (ipath, item) in items {
+                let Some(s) = self.ctx.as_str(&ipath, &item) else {
+                    continue;
+                };
+                match NamePattern::parse(s) {
+                    Ok(p) => list.push(p),
+                    Err(e) => self.ctx.bad(&ipath, &item, e),
+                }
+            }
+            let slot = match kind {
+                L7Kind::TlsSni => &mut rule.tls_sni,
+                L7Kind::HttpHost => &mut rule.http_host,
+                L7Kind::DnsQname => &mut rule.dns_qname,
+            };
+            *slot = Some(NameList(list));
+        }
     }
 
     /// Splits a leading `!` off every string of a list: all entries negated

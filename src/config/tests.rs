@@ -1028,3 +1028,44 @@ private_key = "YNqHwpcAmVj0lVzPSt4oLXe4WLZ6b7P6XWgGjrmZb1Y="
         assert!(e.contains("stream_depht"), "{e}");
     }
 }
+
+#[test]
+fn l7_fields_parse_and_invalid_patterns_are_named() {
+    let c = ok_with(&rule(
+        "chain = \"forward\"\ntls_sni = [\"Example.NET.\", \"*.example.net\", \"~(a|b)\\\\.test\"]\nhttp_host = \"x.test\"\ndns_qname = [\"*.example.org\"]\naction = \"drop\"",
+    ));
+    let r = c.forward.rules.first().unwrap();
+    let sni = r.tls_sni.as_ref().unwrap();
+    assert_eq!(sni.0.len(), 3);
+    assert!(sni.matches("example.net") && sni.matches("a.example.net") && sni.matches("b.test"));
+    assert!(!sni.matches("c.test"));
+    assert!(r.http_host.as_ref().unwrap().matches("x.test"));
+    assert!(r.dns_qname.as_ref().unwrap().matches("a.example.org"));
+
+    let e = err_with(&rule(
+        "chain = \"forward\"\ntls_sni = [\"ok.test\", \"a*b.test\"]\naction = \"drop\"",
+    ));
+    assert_problem(&e, "rule[0].tls_sni[1]", &["\"a*b.test\"", "leading `*.`"]);
+    let e = err_with(&rule(
+        "chain = \"forward\"\nhttp_host = \"~(unclosed\"\naction = \"drop\"",
+    ));
+    assert_problem(&e, "rule[0].http_host", &["invalid regex"]);
+    let e = err_with(&rule(
+        "chain = \"forward\"\ndns_qname = []\naction = \"drop\"",
+    ));
+    assert_problem(&e, "rule[0].dns_qname", &["empty list"]);
+    let e = err_with(&rule(
+        "chain = \"input\"\ntls_sni = \"a.test\"\naction = \"drop\"",
+    ));
+    assert_problem(&e, "rule[0].tls_sni", &["chain = \"forward\""]);
+    let e = err_with(&rule(
+        "chain = \"forward\"\nproto = \"udp\"\ntls_sni = \"a.test\"\naction = \"drop\"",
+    ));
+    assert_problem(&e, "rule[0].tls_sni", &["proto = \"tcp\""]);
+    let e = err_with(&rule(
+        "chain = \"forward\"\nproto = \"icmp\"\ndns_qname = \"a.test\"\naction = \"drop\"",
+    ));
+    assert_problem(&e, "rule[0].dns_qname", &["\"udp\" or \"tcp\""]);
+    let e = err_with(&rule("chain = \"forward\"\ntls_sni = 5\naction = \"drop\""));
+    assert_problem(&e, "rule[0].tls_sni", &["string"]);
+}

@@ -237,6 +237,9 @@ pub struct RuleInfo {
     pub log: bool,
     pub packets: u64,
     pub bytes: u64,
+    /// The rule's L7 predicates (`tls_sni [..] http_host [..] dns_qname [..]`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l7: Option<String>,
 }
 
 /// `stats` data.
@@ -601,6 +604,7 @@ pub fn rules(p: &Pipeline) -> Vec<RuleInfo> {
                 log: r.log,
                 packets: c.packets,
                 bytes: c.bytes,
+                l7: l7_summary(r),
             });
         }
         let c = p.stats().policy(chain);
@@ -612,9 +616,23 @@ pub fn rules(p: &Pipeline) -> Vec<RuleInfo> {
             log: false,
             packets: c.packets,
             bytes: c.bytes,
+            l7: None,
         });
     }
     v
+}
+
+/// `tls_sni ["a"] dns_qname ["*.b"]` for a rule with L7 predicates.
+fn l7_summary(r: &crate::rules::Rule) -> Option<String> {
+    let parts: Vec<String> = [
+        ("tls_sni", &r.tls_sni),
+        ("http_host", &r.http_host),
+        ("dns_qname", &r.dns_qname),
+    ]
+    .into_iter()
+    .filter_map(|(k, l)| l.as_ref().map(|l| format!("{k} {l}")))
+    .collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
 }
 
 fn stats(view: &View<'_>) -> StatsInfo {

@@ -145,14 +145,18 @@ pub fn human(cmd: &Command, r: &Response) -> Result<String, String> {
             for ri in &v {
                 let _ = writeln!(
                     o,
-                    "{:<8} {:<5} {:<24} {:<7} {:>12} {:>14}{}",
+                    "{:<8} {:<5} {:<24} {:<7} {:>12} {:>14}{}{}",
                     ri.chain,
                     ri.index.map_or("-".into(), |i| i.to_string()),
                     ri.name,
                     ri.action,
                     ri.packets,
                     ri.bytes,
-                    if ri.log { "  log" } else { "" }
+                    if ri.log { "  log" } else { "" },
+                    ri.l7
+                        .as_deref()
+                        .map(|l| format!("  {l}"))
+                        .unwrap_or_default()
                 );
             }
         }

@@ -402,3 +402,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn rules_listing_shows_l7_fields() {
+    use crate::rules::{Action, NameList, NamePattern, Rule};
+    let list = |p: &[&str]| {
+        Some(NameList(
+            p.iter().map(|p| NamePattern::parse(p).unwrap()).collect(),
+        ))
+    };
+    let r = Rule {
+        tls_sni: list(&["*.example.net", "example.net"]),
+        dns_qname: list(&["~.*evil.*"]),
+        ..Rule::any(Action::Drop)
+    };
+    assert_eq!(
+        super::l7_summary(&r).as_deref(),
+        Some(r#"tls_sni ["*.example.net", "example.net"] dns_qname ["~.*evil.*"]"#)
+    );
+    assert_eq!(super::l7_summary(&Rule::any(Action::Drop)), None);
+}

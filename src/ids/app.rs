@@ -342,6 +342,73 @@ pub fn dns_queries(msg: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// What a client's first bytes say about the flow's name (for the
+/// firewall's L7 rule fields).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirstName {
+    /// A TLS ClientHello's server_name.
+    Sni(Vec<u8>),
+    /// An HTTP/1 request's Host (lowercased, without port).
+    Host(Vec<u8>),
+    /// A DNS query's first question name.
+    Qname(Vec<u8>),
+    /// The bytes are not TLS/HTTP/DNS, or carry no name (a ClientHello
+    /// without SNI, a request without Host, a DNS response).
+    None,
+    /// More bytes are needed to tell.
+    Incomplete,
+}
+
+/// The name in the first bytes a client sent on a TCP stream: a TLS
+/// ClientHello (first byte 0x16), an HTTP/1 request (a known method), else a
+/// DNS message with its 2-byte length prefix (RFC 1035 §4.2.2) whose header
+/// says "query" with 1..=16 questions. Recognised by content, on any port.
+pub fn stream_first_name(stream: &[u8]) -> FirstName {
+    let Some(&first) = stream.first() else {
+        return FirstName::Incomplete;
+    };
+    if first == 0x16 {
+        return match parse_client_hello(stream) {
+            TlsParse::Done(Some(sni)) => FirstName::Sni(sni),
+            TlsParse::Done(None) | TlsParse::Invalid => FirstName::None,
+            TlsParse::Incomplete => FirstName::Incomplete,
+        };
+    }
+    match parse_http_request(stream) {
+        HttpParse::Request(req, _) => return req.host.map_or(FirstName::None, FirstName::Host),
+        HttpParse::Incomplete => return FirstName::Incomplete,
+        HttpParse::Invalid => {}
+    }
+    let Some(len) = stream
+        .get(..2)
+        .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+    else {
+        return FirstName::Incomplete;
+    };
+    let msg = stream.get(2..).unwrap_or(&[]);
+    // Each header field is checked as soon as it has arrived.
+    let response = msg.get(2).is_some_and(|f| f & 0x80 != 0);
+    let bad_qd = msg
+        .get(4..6)
+        .is_some_and(|q| !(1..=16).contains(&u16::from_be_bytes([q[0], q[1]])));
+    if len < 12 || response || bad_qd {
+        return FirstName::None;
+    }
+    match msg.get(..len) {
+        Some(m) => datagram_first_name(m),
+        None => FirstName::Incomplete,
+    }
+}
+
+/// The name in a UDP datagram's payload: a DNS query's first question
+/// name (DTLS and QUIC carry no plain-text name the parsers read).
+pub fn datagram_first_name(payload: &[u8]) -> FirstName {
+    dns_queries(payload)
+        .into_iter()
+        .next()
+        .map_or(FirstName::None, FirstName::Qname)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -459,5 +526,56 @@ pub(crate) mod tests {
             let _ = parse_client_hello(&data);
             let _ = dns_queries(&data);
         }
+    }
+
+    #[test]
+    fn first_names() {
+        let ch = client_hello("Blocked.Example.NET");
+        assert_eq!(
+            stream_first_name(&ch),
+            FirstName::Sni(b"Blocked.Example.NET".to_vec())
+        );
+        assert_eq!(stream_first_name(&ch[..7]), FirstName::Incomplete);
+        assert_eq!(
+            stream_first_name(&ch[..ch.len() - 1]),
+            FirstName::Incomplete
+        );
+        assert_eq!(stream_first_name(b""), FirstName::Incomplete);
+        assert_eq!(
+            stream_first_name(b"GET / HTTP/1.1\r\nHost: A.b:80\r\n"),
+            FirstName::Incomplete
+        );
+        assert_eq!(
+            stream_first_name(b"GET / HTTP/1.1\r\nHost: A.b:80\r\n\r\n"),
+            FirstName::Host(b"a.b".to_vec())
+        );
+        assert_eq!(
+            stream_first_name(b"GET / HTTP/1.0\r\n\r\n"),
+            FirstName::None
+        );
+        let q = dns_query("x.example.org");
+        let mut tcp = (q.len() as u16).to_be_bytes().to_vec();
+        tcp.extend_from_slice(&q);
+        assert_eq!(
+            stream_first_name(&tcp),
+            FirstName::Qname(b"x.example.org".to_vec())
+        );
+        assert_eq!(stream_first_name(&tcp[..9]), FirstName::Incomplete);
+        assert_eq!(
+            stream_first_name(&tcp[..tcp.len() - 1]),
+            FirstName::Incomplete
+        );
+        assert_eq!(
+            datagram_first_name(&q),
+            FirstName::Qname(b"x.example.org".to_vec())
+        );
+        assert_eq!(datagram_first_name(b"hello"), FirstName::None);
+        assert_eq!(
+            stream_first_name(b"SSH-2.0-OpenSSH_9.6\r\n"),
+            FirstName::None
+        );
+        let mut resp = tcp.clone();
+        resp[4] |= 0x80;
+        assert_eq!(stream_first_name(&resp), FirstName::None);
     }
 }

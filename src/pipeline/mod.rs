@@ -48,6 +48,7 @@
 //! are dropped (reason `invalid`) unless a rule that names the `invalid`
 //! state decides them; such a rule cannot create a flow.
 
+pub mod l7;
 pub mod route;
 pub mod stats;
 pub mod testbed;
@@ -188,12 +189,17 @@ pub struct Pipeline {
     ids: Option<crate::ids::Ids>,
     /// IDS alerts with the WireGuard peer involved (ingress, else egress).
     ids_alerts: VecDeque<(crate::ids::Alert, Option<ZoneId>)>,
+    /// Flows whose rule decision waits for their L7 name ([`l7`]).
+    l7: l7::L7State,
 }
 
 /// A new flow's pending DNAT decision, carried from routing to flow creation.
 #[derive(Debug, Clone, Copy)]
 struct NewFlow {
     dnat: Option<DnatTo>,
+    /// Set by [`l7`] for flows its rules decide: the first packet as the
+    /// rules saw it (a TCP flow becomes pending L7).
+    l7: Option<MatchInput>,
 }
 
 fn build_routes(peer_routes: &[(ZoneId, Vec<IpNetwork>)]) -> RouteTable {
@@ -287,6 +293,7 @@ impl Pipeline {
             flow_ends: VecDeque::new(),
             ids: None,
             ids_alerts: VecDeque::new(),
+            l7: l7::L7State::default(),
         }
     }
 
@@ -369,6 +376,7 @@ impl Pipeline {
         while let Some(e) = self.ct.poll_ended() {
             let o = e.flow.orig;
             self.shaper.flow_ended(o.src, o.zone);
+            self.l7.forget(e.id, &o);
             if !self.flow_log {
                 continue;
             }
@@ -546,6 +554,11 @@ impl Pipeline {
                         return v;
                     }
                 }
+                if !self.l7.idle() {
+                    if let Some(v) = self.l7_step(id, dir, pkt, meta, now, t) {
+                        return v;
+                    }
+                }
                 // One flow access for the rest of the fast path (the shaper
                 // and the counters are other fields).
                 let Some(flow) = self.ct.flow_mut(id) else {
@@ -700,7 +713,7 @@ impl Pipeline {
             tcp_flags: (orig.proto == proto::TCP).then_some(packet::tcp_flags::SYN),
             ct_state: CtStateMask::NEW,
         };
-        let d = self.rules.evaluate(chain, &first);
+        let d = self.l7_recheck(id, chain, &first);
         trace_step!(
             t,
             "recheck",
@@ -837,7 +850,11 @@ impl Pipeline {
             chain.name()
         );
         let m = match_input(&xm, ingress, out, CtStateMask::NEW);
-        let d = self.evaluate(chain, &m, t);
+        let d = self.rules.evaluate(chain, &m);
+        if d.rule.is_some_and(|r| self.rules.rule_has_l7(chain, r)) {
+            return self.l7_new_flow(d, chain, m, pkt, meta, ingress, out, dnat, now, t);
+        }
+        self.report_decision(chain, &m, d, t);
         self.apply(
             d,
             chain,
@@ -845,7 +862,7 @@ impl Pipeline {
             meta,
             ingress,
             out,
-            Some(NewFlow { dnat }),
+            Some(NewFlow { dnat, l7: None }),
             now,
             t,
         )
@@ -853,6 +870,12 @@ impl Pipeline {
 
     fn evaluate<T: Tracer>(&mut self, chain: Chain, m: &MatchInput, t: &mut T) -> Decision {
         let d = self.rules.evaluate(chain, m);
+        self.report_decision(chain, m, d, t);
+        d
+    }
+
+    /// Traces a rule decision and emits its log event (rules with `log`).
+    fn report_decision<T: Tracer>(&mut self, chain: Chain, m: &MatchInput, d: Decision, t: &mut T) {
         if t.enabled() {
             let who = match d.rule {
                 Some(r) => self.rules.rule_name(chain, r),
@@ -879,7 +902,6 @@ impl Pipeline {
             };
             self.push_event(ev);
         }
-        d
     }
 
     /// Applies a rule decision. `create` is `Some` when an accept starts a flow.
@@ -919,7 +941,7 @@ impl Pipeline {
                         return Verdict::Drop(DropReason::RateLimited);
                     }
                 }
-                if let Some(NewFlow { dnat }) = create {
+                if let Some(NewFlow { dnat, l7 }) = create {
                     let reply = match self.nat_binding(meta, ingress, out, dnat, now, t) {
                         Ok(r) => r,
                         Err(v) => {
@@ -949,6 +971,9 @@ impl Pipeline {
                             }
                             self.stats.flows_created += 1;
                             trace_step!(t, "conntrack", "flow {} created", id.0);
+                            if let Some(first) = l7 {
+                                self.l7_start(id, chain, first, meta);
+                            }
                             if let Some(v) =
                                 self.ids_stage(id, Dir::Original, pkt, meta, ingress, out, now, t)
                             {
@@ -1169,29 +1194,35 @@ impl Pipeline {
             crate::ids::IdsVerdict::Reject => {
                 trace_step!(t, "ids", "reject");
                 self.queue_reply(pkt, meta, RejectWith::Default, sender, now, t);
-                if let (L4::Tcp(tcp), true) = (meta.l4, self.limiter.allow(now)) {
-                    let (sp, dp) = (tcp.sport, tcp.dport);
-                    let spec = packet::synth::TcpSpec {
-                        flags: packet::tcp_flags::RST | packet::tcp_flags::ACK,
-                        seq: tcp.seq,
-                        ack: tcp.ack,
-                        window: 0,
-                        wscale: None,
-                        mss: None,
-                    };
-                    if let Some(rst) = packet::synth::tcp(
-                        std::net::SocketAddr::new(meta.src, sp),
-                        std::net::SocketAddr::new(meta.dst, dp),
-                        spec,
-                        &[],
-                    ) {
-                        self.out.push_back(Transmit {
-                            zone: receiver,
-                            packet: rst,
-                        });
-                    }
-                }
+                self.reset_receiver(meta, receiver, now);
                 Some(Verdict::Reject(DropReason::Ids))
+            }
+        }
+    }
+
+    /// Resets the receiver's end of the TCP connection `meta` belongs to
+    /// (an RST as if from the sender, rate-limited like every reply).
+    fn reset_receiver(&mut self, meta: &PacketMeta, receiver: ZoneId, now: Instant) {
+        if let (L4::Tcp(tcp), true) = (meta.l4, self.limiter.allow(now)) {
+            let (sp, dp) = (tcp.sport, tcp.dport);
+            let spec = packet::synth::TcpSpec {
+                flags: packet::tcp_flags::RST | packet::tcp_flags::ACK,
+                seq: tcp.seq,
+                ack: tcp.ack,
+                window: 0,
+                wscale: None,
+                mss: None,
+            };
+            if let Some(rst) = packet::synth::tcp(
+                std::net::SocketAddr::new(meta.src, sp),
+                std::net::SocketAddr::new(meta.dst, dp),
+                spec,
+                &[],
+            ) {
+                self.out.push_back(Transmit {
+                    zone: receiver,
+                    packet: rst,
+                });
             }
         }
     }

@@ -109,6 +109,7 @@
 //! [`linear::evaluate`]: super::linear::evaluate
 //! [`linear::rule_matches`]: super::linear::rule_matches
 
+use super::l7::L7Name;
 use super::linear::{has_ports, rule_matches};
 use super::model::{ChainDef, Decision, Rule};
 use super::MatchInput;
@@ -873,30 +874,53 @@ impl Classifier {
     /// Classifies `m`: the first matching rule, else the policy — exactly
     /// [`linear::evaluate`](super::linear::evaluate).
     pub fn classify(&self, m: &MatchInput) -> Decision {
+        self.classify_with(m, |_| true)
+    }
+
+    /// Classifies `m` with the flow's L7 name known — exactly
+    /// [`linear::evaluate_named`](super::linear::evaluate_named): a candidate
+    /// with L7 predicates that do not match the name is skipped.
+    pub fn classify_named(&self, m: &MatchInput, name: Option<&L7Name>) -> Decision {
+        self.classify_with(m, |i| {
+            self.chain
+                .rules
+                .get(i as usize)
+                .is_none_or(|r| r.l7_matches(name))
+        })
+    }
+
+    /// The classification with `ok(rule)` as an extra condition on the
+    /// candidates (`|_| true` for [`Classifier::classify`], which then
+    /// compiles to the plain search).
+    #[inline(always)]
+    fn classify_with(&self, m: &MatchInput, ok: impl Fn(u32) -> bool) -> Decision {
+        let ok = &ok;
         let mut best = u32::MAX;
-        self.scan(self.residual, m, &mut best);
+        self.scan(self.residual, m, &mut best, ok);
         let qual = has_ports(m.proto).then(|| qual_code(m.proto, m.dport));
-        self.dst.lookup(m.dst, qual, |s| self.scan(s, m, &mut best));
-        self.src.lookup(m.src, qual, |s| self.scan(s, m, &mut best));
+        self.dst
+            .lookup(m.dst, qual, |s| self.scan(s, m, &mut best, ok));
+        self.src
+            .lookup(m.src, qual, |s| self.scan(s, m, &mut best, ok));
         if has_ports(m.proto) {
             if !self.dport.is_empty() {
                 if let Some(s) = self.dport.get(&m.dport) {
-                    self.scan(*s, m, &mut best);
+                    self.scan(*s, m, &mut best, ok);
                 }
             }
             if !self.sport.is_empty() {
                 if let Some(s) = self.sport.get(&m.sport) {
-                    self.scan(*s, m, &mut best);
+                    self.scan(*s, m, &mut best, ok);
                 }
             }
         }
         if let Some(s) = self.ingress.get(usize::from(m.ingress.0)) {
-            self.scan(*s, m, &mut best);
+            self.scan(*s, m, &mut best, ok);
         }
         if let Some(s) = self.egress.get(usize::from(m.egress.0)) {
-            self.scan(*s, m, &mut best);
+            self.scan(*s, m, &mut best, ok);
         }
-        self.scan(self.proto[usize::from(m.proto)], m, &mut best);
+        self.scan(self.proto[usize::from(m.proto)], m, &mut best, ok);
 
         match self.actions.get(best as usize) {
             Some(&(action, log)) => Decision {
@@ -914,7 +938,7 @@ impl Classifier {
 
     /// Checks the candidates in `s` (ascending) below `best`; records the first match.
     #[inline]
-    fn scan(&self, s: Span, m: &MatchInput, best: &mut u32) {
+    fn scan(&self, s: Span, m: &MatchInput, best: &mut u32, ok: &impl Fn(u32) -> bool) {
         let start = s.start as usize;
         let Some(list) = self.flat.get(start..start + s.len as usize) else {
             return;
@@ -933,6 +957,9 @@ impl Classifier {
                     .get(q.rule as usize)
                     .is_some_and(|r| rule_matches(r, m))
             {
+                if !ok(q.rule) {
+                    continue;
+                }
                 *best = q.rule;
                 return;
             }

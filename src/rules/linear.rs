@@ -30,11 +30,22 @@
 //!   is `Some`) and `flags & mask == value`.
 //! - `ct_state`: `mask.contains(input.ct_state)`.
 //!
+//! - `tls_sni` / `http_host` / `dns_qname` (the L7 predicates): ignored by
+//!   [`evaluate`] and [`rule_matches`] — they describe the chain *before* the
+//!   flow's L7 name is known, where a rule with L7 predicates is a candidate
+//!   whenever its other fields match (the pipeline then holds the decision
+//!   open, see the rules module docs). [`evaluate_named`] evaluates with the
+//!   name known: a rule with L7 predicates matches only when
+//!   [`Rule::l7_matches`] (the flow has a name of a kind the rule lists, and
+//!   one of that list's patterns matches it); several L7 fields on one rule
+//!   are alternatives (a flow has one name of one kind).
+//!
 //! This mirrors iptables/nftables chain traversal (first terminal verdict
 //! wins, the base chain's policy applies when nothing matched), with the
 //! port/ICMP/flag matches implying their protocol the way nftables'
 //! `tcp dport` / `icmp type` expressions do.
 
+use super::l7::L7Name;
 use super::model::{AddrMatch, ChainDef, Decision, MatchInput, PortMatch, Rule, ZoneMatch};
 use crate::zone::ZoneId;
 use std::net::IpAddr;
@@ -62,7 +73,27 @@ pub fn evaluate(chain: &ChainDef, m: &MatchInput) -> Decision {
     }
 }
 
-/// True when every set field of `rule` matches `m` (see the module docs).
+/// Like [`evaluate`] with the flow's L7 name known (`None`: the flow has no
+/// name): rules with L7 predicates must also match the name.
+pub fn evaluate_named(chain: &ChainDef, m: &MatchInput, name: Option<&L7Name>) -> Decision {
+    for (i, rule) in chain.rules.iter().enumerate() {
+        if rule_matches(rule, m) && rule.l7_matches(name) {
+            return Decision {
+                action: rule.action,
+                rule: Some(i as u32),
+                log: rule.log,
+            };
+        }
+    }
+    Decision {
+        action: chain.policy,
+        rule: None,
+        log: false,
+    }
+}
+
+/// True when every set field of `rule` matches `m` (see the module docs;
+/// the L7 predicates are not looked at).
 pub fn rule_matches(rule: &Rule, m: &MatchInput) -> bool {
     if let Some(f) = rule.family {
         if f != ip_version(m.src) {

@@ -5,6 +5,7 @@
 //! `linear` and the fast classifier in `classifier` — read it, and must agree
 //! on every packet: first match wins, then the chain's policy.
 
+use super::l7::{L7Kind, L7Name, NameList};
 use crate::zone::ZoneSet;
 use ipnetwork::IpNetwork;
 
@@ -95,6 +96,11 @@ pub struct Rule {
     pub action: Action,
     /// Emit a log event when this rule matches.
     pub log: bool,
+    /// L7 predicates (forward chain only; see [`super::l7`] for the patterns
+    /// and the rules module docs for when they are decided).
+    pub tls_sni: Option<NameList>,
+    pub http_host: Option<NameList>,
+    pub dns_qname: Option<NameList>,
 }
 
 impl Rule {
@@ -116,7 +122,34 @@ impl Rule {
             family: None,
             action,
             log: false,
+            tls_sni: None,
+            http_host: None,
+            dns_qname: None,
         }
+    }
+
+    /// True when the rule has any L7 predicate (`tls_sni`, `http_host`, `dns_qname`).
+    pub fn has_l7(&self) -> bool {
+        self.tls_sni.is_some() || self.http_host.is_some() || self.dns_qname.is_some()
+    }
+
+    /// The L7 list for names of `kind`.
+    pub fn l7_list(&self, kind: L7Kind) -> Option<&NameList> {
+        match kind {
+            L7Kind::TlsSni => self.tls_sni.as_ref(),
+            L7Kind::HttpHost => self.http_host.as_ref(),
+            L7Kind::DnsQname => self.dns_qname.as_ref(),
+        }
+    }
+
+    /// The L7 part of the rule given the flow's (known) name: true for a rule
+    /// without L7 predicates; otherwise the flow must have a name whose kind
+    /// the rule has a list for, and a pattern of that list must match it.
+    pub fn l7_matches(&self, name: Option<&L7Name>) -> bool {
+        if !self.has_l7() {
+            return true;
+        }
+        name.is_some_and(|n| self.l7_list(n.kind).is_some_and(|l| l.matches(&n.name)))
     }
 }
 

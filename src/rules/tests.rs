@@ -466,10 +466,16 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
         arb_action(),
         any::<bool>(),
     );
-    (a, b).prop_map(
+    let c = (
+        prop::option::weighted(0.15, arb_names()),
+        prop::option::weighted(0.1, arb_names()),
+        prop::option::weighted(0.1, arb_names()),
+    );
+    (a, b, c).prop_map(
         |(
             (ingress, egress, src, dst, proto, sport, dport),
             (icmp_type, icmp_code, tcp_flags, ct_state, family, action, log),
+            (tls_sni, http_host, dns_qname),
         )| Rule {
             name: None,
             ingress,
@@ -486,8 +492,31 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
             family,
             action,
             log,
+            tls_sni,
+            http_host,
+            dns_qname,
         },
     )
+}
+
+/// Patterns for the L7 fields, and names that hit and miss them.
+const L7_PATTERNS: &[&str] = &["example.net", "*.example.net", "~.*evil.*", "x.test"];
+const L7_NAMES: &[&str] = &[
+    "a.example.net",
+    "example.net",
+    "evil.org",
+    "x.test",
+    "other",
+];
+
+fn arb_names() -> impl Strategy<Value = NameList> {
+    prop::collection::vec(prop::sample::select(L7_PATTERNS.to_vec()), 0..3).prop_map(|v| {
+        NameList(
+            v.into_iter()
+                .filter_map(|p| NamePattern::parse(p).ok())
+                .collect(),
+        )
+    })
 }
 
 fn arb_input() -> impl Strategy<Value = MatchInput> {
@@ -599,6 +628,17 @@ proptest! {
             for c in &compiled {
                 prop_assert_eq!(c.classify(m), want, "input {:?}", m);
             }
+            // With the L7 name known (or known to be absent).
+            let names = [L7Kind::TlsSni, L7Kind::HttpHost, L7Kind::DnsQname]
+                .into_iter()
+                .flat_map(|k| L7_NAMES.iter().map(move |n| Some(L7Name::new(k, n.as_bytes()))))
+                .chain([None]);
+            for name in names {
+                let want = linear::evaluate_named(&chain, m, name.as_ref());
+                for c in &compiled {
+                    prop_assert_eq!(c.classify_named(m, name.as_ref()), want, "input {:?} {:?}", m, name);
+                }
+            }
         }
     }
 }
@@ -626,5 +666,45 @@ fn generators_hit_rules() {
     assert!(
         derived_hits * 2 > derived_total,
         "derived inputs hit {derived_hits}/{derived_total}"
+    );
+}
+
+#[test]
+fn l7_fields_are_alternatives_and_need_a_name() {
+    let list = |p: &str| Some(NameList(vec![NamePattern::parse(p).unwrap()]));
+    let r = Rule {
+        tls_sni: list("*.example.net"),
+        dns_qname: list("example.net"),
+        ..Rule::any(Action::Drop)
+    };
+    let n = |k, s: &str| L7Name::new(k, s.as_bytes());
+    assert!(r.has_l7());
+    assert!(r.l7_matches(Some(&n(L7Kind::TlsSni, "a.example.net"))));
+    assert!(!r.l7_matches(Some(&n(L7Kind::TlsSni, "example.net"))));
+    assert!(r.l7_matches(Some(&n(L7Kind::DnsQname, "EXAMPLE.net."))));
+    // No http_host list: an HTTP name never matches this rule.
+    assert!(!r.l7_matches(Some(&n(L7Kind::HttpHost, "a.example.net"))));
+    assert!(!r.l7_matches(None));
+    // A rule without L7 fields matches whatever the name.
+    assert!(Rule::any(Action::Accept).l7_matches(None));
+    // Unknown name (evaluate) vs known (evaluate_named).
+    let chain = ChainDef {
+        rules: vec![r, Rule::any(Action::Accept)],
+        policy: Action::Drop,
+    };
+    let m = input("10.0.0.1", "10.0.0.2", 6, 1000, 443);
+    assert_eq!(linear::evaluate(&chain, &m).rule, Some(0));
+    assert_eq!(linear::evaluate_named(&chain, &m, None).rule, Some(1));
+    let c = Classifier::compile(&chain);
+    assert_eq!(c.classify(&m).rule, Some(0));
+    assert_eq!(
+        c.classify_named(&m, Some(&n(L7Kind::TlsSni, "x.example.net")))
+            .rule,
+        Some(0)
+    );
+    assert_eq!(
+        c.classify_named(&m, Some(&n(L7Kind::TlsSni, "example.org")))
+            .rule,
+        Some(1)
     );
 }

@@ -1,0 +1,443 @@
+//! L7 decisions: completing the verdict of flows whose deciding rule has
+//! `tls_sni`, `http_host` or `dns_qname` predicates.
+//!
+//! The name such a rule looks at exists only once the client has sent its
+//! first payload, so a new flow is decided in two steps (the semantics are
+//! specified in the [`crate::rules`] module docs; this module implements
+//! them):
+//!
+//! 1. **Flow start**: the chain is evaluated with the name unknown (L7
+//!    predicates ignored). When the first matching rule has L7 predicates:
+//!    - UDP: the first datagram *is* the client's first payload (a DNS
+//!      query), so the name is read from it and the chain is evaluated again
+//!      at once; its verdict is applied to the packet as usual.
+//!    - other non-TCP protocols carry no name: evaluated again at once with
+//!      no name.
+//!    - TCP: the flow is created *provisionally* ("pending L7"): its packets
+//!      take the ordinary fast path, counted on the rule that admitted it.
+//! 2. **First payload** (TCP): the client's bytes are collected in order
+//!    (from the SYN's sequence number + 1; at most [`MAX_CLIENT_BYTES`] per
+//!    flow, [`MAX_PENDING_BYTES`] over all pending flows) and handed to
+//!    [`app::stream_first_name`] (TLS ClientHello SNI, HTTP/1 Host, DNS over
+//!    TCP) after each segment. When it yields a name, proves there is none,
+//!    or the per-flow bound fills, the chain is evaluated again from the top
+//!    with the name known ([`RuleSet::evaluate_named`]), using the flow's
+//!    first packet as the rules saw it. Accept: the flow goes on, now counted
+//!    on the deciding rule, with nothing more than the fast path's one
+//!    "anything pending?" check. Drop or reject: the packet that completed
+//!    the name is dropped, the flow removed, and a TCP RST sent to the server
+//!    (so it forgets the half-received request: a retransmission cannot
+//!    complete it); reject also answers the client (RST, or ICMP for UDP,
+//!    through the ordinary reject path and its rate limit).
+//!
+//! Segments before the decision are *forwarded*, not held: a partial
+//! ClientHello or a request header without its end cannot make the server
+//! act (a TLS server waits for the whole ClientHello before answering, an
+//! HTTP server for the empty line ending the header block), and the segment
+//! that completes the name is the one the decision drops. A segment beyond
+//! the bytes collected so far (out of order, or a gap) is dropped while the
+//! flow is pending — forwarding it would let the server assemble bytes the
+//! parser never saw; the client retransmits it after the gap is filled
+//! (RFC 9293 §3.10.7.4). Overlapping data keeps the first copy, as the
+//! buffer only grows at its end. Collecting stops with the decision, so an
+//! HTTP keep-alive connection is decided by its first request's Host.
+//!
+//! Reloads: a flow decided here is re-checked with its recorded name; a
+//! pending flow stays pending while its first candidate still has L7
+//! predicates. State is freed when the decision is made or the flow ends.
+
+use super::trace::{trace_step, Tracer};
+use super::{Event, Pipeline};
+use crate::conntrack::{Dir, FlowId, FlowKey};
+use crate::ids::app::{self, FirstName};
+use crate::packet::{tcp_flags, PacketMeta, L4};
+use crate::rules::{Action, Decision, L7Kind, L7Name, MatchInput, RuleSet};
+use crate::verdict::{Chain, DropReason, Verdict};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// Client bytes collected per pending flow before deciding "no name": a
+/// ClientHello with post-quantum key shares is under 4 KiB and typical
+/// request header blocks under 8 KiB, so 16 KiB holds both with room.
+pub const MAX_CLIENT_BYTES: usize = 16 * 1024;
+
+/// Client bytes held over all pending flows: 4,096 flows at the per-flow
+/// bound. Past it, segments that would be collected are dropped (the client
+/// retransmits them), never forwarded unseen.
+pub const MAX_PENDING_BYTES: usize = 4096 * MAX_CLIENT_BYTES;
+
+/// A flow admitted provisionally, waiting for its name.
+#[derive(Debug)]
+struct Pending {
+    /// The flow's key (a slot may be reused by another flow).
+    orig: FlowKey,
+    chain: Chain,
+    /// The flow's first packet as the rules saw it (after DNAT).
+    first: MatchInput,
+    /// Sequence number of the next client byte to collect.
+    next_seq: u32,
+    buf: Vec<u8>,
+}
+
+/// L7 decision state of the pipeline.
+#[derive(Debug, Default)]
+pub(super) struct L7State {
+    pending: HashMap<FlowId, Pending>,
+    /// Flows accepted by an L7 decision, with their name (for reloads).
+    named: HashMap<FlowId, (FlowKey, Option<L7Name>)>,
+    /// Sum of the pending buffers' lengths.
+    bytes: usize,
+    /// The flow `start` registered last (read right after flow creation).
+    last: Option<FlowId>,
+    /// Decisions made, by outcome.
+    pub(super) stats: L7Stats,
+}
+
+/// Counters of L7 decisions.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct L7Stats {
+    /// Flows whose decision waited for their first payload.
+    pub pending_started: u64,
+    /// Decisions made with the name known (or proven absent).
+    pub decided: u64,
+    /// ... of which dropped or rejected the flow.
+    pub blocked: u64,
+    /// Segments dropped while pending (out of order, or the global bound).
+    pub held_back: u64,
+}
+
+impl L7State {
+    /// True when no flow is pending (the fast path's only L7 check).
+    #[inline(always)]
+    pub(super) fn idle(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Forgets an ended flow (only if the slot still holds that flow).
+    pub(super) fn forget(&mut self, id: FlowId, orig: &FlowKey) {
+        if !self.pending.is_empty() && self.pending.get(&id).is_some_and(|p| p.orig == *orig) {
+            if let Some(p) = self.pending.remove(&id) {
+                self.bytes = self.bytes.saturating_sub(p.buf.len());
+            }
+        }
+        if !self.named.is_empty() && self.named.get(&id).is_some_and(|n| n.0 == *orig) {
+            self.named.remove(&id);
+        }
+    }
+
+    fn take(&mut self, id: FlowId) -> Option<Pending> {
+        let p = self.pending.remove(&id)?;
+        self.bytes = self.bytes.saturating_sub(p.buf.len());
+        Some(p)
+    }
+}
+
+/// The flow's name from what the parsers found.
+fn to_name(f: FirstName) -> Option<L7Name> {
+    match f {
+        FirstName::Sni(n) => Some(L7Name::new(L7Kind::TlsSni, &n)),
+        FirstName::Host(n) => Some(L7Name::new(L7Kind::HttpHost, &n)),
+        FirstName::Qname(n) => Some(L7Name::new(L7Kind::DnsQname, &n)),
+        FirstName::None | FirstName::Incomplete => None,
+    }
+}
+
+fn payload<'a>(pkt: &'a [u8], meta: &PacketMeta) -> &'a [u8] {
+    pkt.get(usize::from(meta.payload_offset)..usize::from(meta.total_len))
+        .unwrap_or(&[])
+}
+
+/// True when `d` was decided by a rule with L7 predicates.
+fn by_l7_rule(rules: &RuleSet, chain: Chain, d: &Decision) -> bool {
+    d.rule.is_some_and(|r| rules.rule_has_l7(chain, r))
+}
+
+impl Pipeline {
+    /// L7 counters.
+    pub fn l7_stats(&self) -> L7Stats {
+        self.l7.stats
+    }
+
+    /// Flows waiting for their L7 decision.
+    pub fn l7_pending(&self) -> usize {
+        self.l7.pending.len()
+    }
+
+    /// Flow start when the first candidate `d` has L7 predicates (see the
+    /// module docs). `m` is the first packet as the rules saw it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn l7_new_flow<T: Tracer>(
+        &mut self,
+        d: Decision,
+        chain: Chain,
+        m: MatchInput,
+        pkt: &mut [u8],
+        meta: &PacketMeta,
+        ingress: crate::zone::ZoneId,
+        out: crate::zone::ZoneId,
+        dnat: Option<crate::nat::DnatTo>,
+        now: Instant,
+        t: &mut T,
+    ) -> Verdict {
+        let who = d.rule.map(|r| self.rules.rule_name(chain, r));
+        if let L4::Tcp(_) = meta.l4 {
+            trace_step!(
+                t,
+                "rules",
+                "{} -> pending L7: {} has L7 predicates; the flow is admitted until its first payload names it",
+                chain.name(),
+                who.unwrap_or_default()
+            );
+            self.l7.stats.pending_started += 1;
+            self.l7.last = None;
+            let prov = Decision {
+                action: Action::Accept,
+                rule: d.rule,
+                log: false,
+            };
+            let create = super::NewFlow { dnat, l7: Some(m) };
+            let v = self.apply(prov, chain, pkt, meta, ingress, out, Some(create), now, t);
+            if let (Verdict::Forward(_), Some(id)) = (&v, self.l7.last.take()) {
+                // Data on the first packet (SYN data, or a mid-stream pickup).
+                if meta.payload_len() > 0 {
+                    if let Some(v) = self.l7_step(id, Dir::Original, pkt, meta, now, t) {
+                        return v;
+                    }
+                }
+            }
+            return v;
+        }
+        let name = match meta.l4 {
+            L4::Udp { .. } => to_name(app::datagram_first_name(payload(pkt, meta))),
+            _ => None,
+        };
+        let d = self.l7_decision(chain, &m, name.as_ref(), t);
+        self.l7.last = None;
+        let create = super::NewFlow { dnat, l7: Some(m) };
+        let v = self.apply(d, chain, pkt, meta, ingress, out, Some(create), now, t);
+        if let Some(id) = self.l7.last.take() {
+            // Remember the name for reloads (the flow was just created).
+            if let Some(orig) = self.ct.flow(id).map(|f| f.orig) {
+                self.l7.named.insert(id, (orig, name));
+            }
+        }
+        v
+    }
+
+    /// Called by `apply` for a flow just created by [`Pipeline::l7_new_flow`]:
+    /// a TCP flow becomes pending.
+    pub(super) fn l7_start(
+        &mut self,
+        id: FlowId,
+        chain: Chain,
+        first: MatchInput,
+        meta: &PacketMeta,
+    ) {
+        self.l7.last = Some(id);
+        let (L4::Tcp(tcp), Some(f)) = (meta.l4, self.ct.flow(id)) else {
+            return;
+        };
+        let syn = u32::from(tcp.flags & tcp_flags::SYN != 0);
+        let p = Pending {
+            orig: f.orig,
+            chain,
+            first,
+            next_seq: tcp.seq.wrapping_add(syn),
+            buf: Vec::new(),
+        };
+        if let Some(old) = self.l7.pending.insert(id, p) {
+            self.l7.bytes = self.l7.bytes.saturating_sub(old.buf.len());
+        }
+        self.l7.named.remove(&id);
+    }
+
+    /// A packet of a known flow while some flow is pending: collects the
+    /// client's bytes of a pending flow and decides when they name it.
+    /// `None` lets the packet go on through the fast path.
+    pub(super) fn l7_step<T: Tracer>(
+        &mut self,
+        id: FlowId,
+        dir: Dir,
+        pkt: &mut [u8],
+        meta: &PacketMeta,
+        now: Instant,
+        t: &mut T,
+    ) -> Option<Verdict> {
+        if dir != Dir::Original {
+            return None;
+        }
+        let L4::Tcp(tcp) = meta.l4 else {
+            return None;
+        };
+        let data = payload(pkt, meta);
+        if data.is_empty() {
+            return None;
+        }
+        let orig = self.ct.flow(id)?.orig;
+        let total = self.l7.bytes;
+        let p = self.l7.pending.get_mut(&id)?;
+        if p.orig != orig {
+            self.l7.take(id);
+            return None;
+        }
+        let seq = tcp
+            .seq
+            .wrapping_add(u32::from(tcp.flags & tcp_flags::SYN != 0));
+        let ahead = seq.wrapping_sub(p.next_seq) as i32;
+        if ahead > 0 {
+            trace_step!(
+                t,
+                "l7",
+                "flow {}: segment {} bytes beyond the collected stream dropped while pending",
+                id.0,
+                ahead
+            );
+            self.l7.stats.held_back += 1;
+            return Some(Verdict::Drop(DropReason::L7Pending));
+        }
+        let skip = ahead.unsigned_abs() as usize;
+        let new = data.get(skip..).unwrap_or(&[]);
+        let take = new.len().min(MAX_CLIENT_BYTES.saturating_sub(p.buf.len()));
+        if total.saturating_add(take) > MAX_PENDING_BYTES {
+            trace_step!(
+                t,
+                "l7",
+                "flow {}: pending buffers full, segment dropped",
+                id.0
+            );
+            self.l7.stats.held_back += 1;
+            return Some(Verdict::Drop(DropReason::L7Pending));
+        }
+        p.buf.extend_from_slice(new.get(..take).unwrap_or(&[]));
+        p.next_seq = p.next_seq.wrapping_add(take as u32);
+        self.l7.bytes = total.saturating_add(take);
+        let found = app::stream_first_name(&p.buf);
+        if found == FirstName::Incomplete && p.buf.len() < MAX_CLIENT_BYTES {
+            trace_step!(
+                t,
+                "l7",
+                "flow {}: {} client bytes, name not complete yet: forwarded",
+                id.0,
+                p.buf.len()
+            );
+            return None;
+        }
+        let name = to_name(found);
+        self.l7_decide(id, name, pkt, meta, now, t)
+    }
+
+    /// The second evaluation of a pending flow, and its consequences.
+    fn l7_decide<T: Tracer>(
+        &mut self,
+        id: FlowId,
+        name: Option<L7Name>,
+        pkt: &mut [u8],
+        meta: &PacketMeta,
+        now: Instant,
+        t: &mut T,
+    ) -> Option<Verdict> {
+        let p = self.l7.take(id)?;
+        let d = self.l7_decision(p.chain, &p.first, name.as_ref(), t);
+        self.l7.stats.decided += 1;
+        let reason = match d.rule {
+            Some(rule) => DropReason::Rule {
+                chain: p.chain,
+                rule,
+            },
+            None => DropReason::Policy(p.chain),
+        };
+        let with = match d.action {
+            Action::Accept => {
+                if let Some(f) = self.ct.flow_mut(id) {
+                    f.rule = d.rule;
+                }
+                self.l7.named.insert(id, (p.orig, name));
+                return None;
+            }
+            Action::Drop => None,
+            Action::Reject(w) => Some(w),
+        };
+        self.l7.stats.blocked += 1;
+        let server = self.ct.flow(id).map(|f| f.egress());
+        self.ct.remove(id);
+        self.stats.count_rule(p.chain, d.rule, pkt.len());
+        if let Some(server) = server {
+            self.reset_receiver(meta, server, now);
+        }
+        match with {
+            Some(w) => {
+                self.queue_reply(pkt, meta, w, p.orig.zone, now, t);
+                Some(Verdict::Reject(reason))
+            }
+            None => Some(Verdict::Drop(reason)),
+        }
+    }
+
+    /// Evaluates `chain` with the name known; traces and logs the decision.
+    fn l7_decision<T: Tracer>(
+        &mut self,
+        chain: Chain,
+        m: &MatchInput,
+        name: Option<&L7Name>,
+        t: &mut T,
+    ) -> Decision {
+        let d = self.rules.evaluate_named(chain, m, name);
+        if t.enabled() {
+            let who = match d.rule {
+                Some(r) => self.rules.rule_name(chain, r),
+                None => format!("policy of chain {}", chain.name()),
+            };
+            let what = name.map_or_else(|| "no L7 name".to_owned(), |n| n.to_string());
+            t.step(
+                "l7",
+                format!(
+                    "{} with {what} -> {:?} (decided by {who})",
+                    chain.name(),
+                    d.action
+                ),
+            );
+        }
+        if d.log {
+            self.push_event(Event {
+                chain,
+                rule: d.rule,
+                action: d.action,
+                revoked: false,
+                ingress: m.ingress,
+                egress: m.egress,
+                src: m.src,
+                dst: m.dst,
+                proto: m.proto,
+                sport: m.sport,
+                dport: m.dport,
+            });
+        }
+        d
+    }
+
+    /// The decision a reload's re-check applies to flow `id` (see the module
+    /// docs): with the recorded name for flows decided here; a pending flow
+    /// whose first candidate still has L7 predicates stays admitted.
+    pub(super) fn l7_recheck(&mut self, id: FlowId, chain: Chain, first: &MatchInput) -> Decision {
+        let orig = self.ct.flow(id).map(|f| f.orig);
+        if let Some((_, name)) = self.l7.named.get(&id).filter(|n| Some(n.0) == orig) {
+            return self.rules.evaluate_named(chain, first, name.as_ref());
+        }
+        let d = self.rules.evaluate(chain, first);
+        if self
+            .l7
+            .pending
+            .get(&id)
+            .is_some_and(|p| Some(p.orig) == orig)
+        {
+            if by_l7_rule(&self.rules, chain, &d) {
+                return Decision {
+                    action: Action::Accept,
+                    ..d
+                };
+            }
+            self.l7.take(id);
+        }
+        d
+    }
+}

@@ -1,0 +1,481 @@
+//! L7 rule fields end to end through `Pipeline::handle`: `tls_sni`,
+//! `http_host` and `dns_qname` rules loaded from TOML, with TLS ClientHellos
+//! (whole and split over two segments), HTTP requests, DNS queries over UDP
+//! and TCP built here, checking verdicts, resets, counters and log events.
+
+#![allow(clippy::unwrap_used)]
+
+use portcullis::config::load_str;
+use portcullis::packet::synth::{self, TcpSpec};
+use portcullis::packet::tcp_flags::{ACK, PSH, RST, SYN};
+use portcullis::packet::{self, L4};
+use portcullis::pipeline::{Pipeline, PipelineConfig};
+use portcullis::verdict::{Chain, DropReason, Verdict};
+use portcullis::zone::ZoneId;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+const LAPTOP: ZoneId = ZoneId(ZoneId::FIRST_PEER);
+const PHONE: ZoneId = ZoneId(ZoneId::FIRST_PEER + 1);
+const TUN: ZoneId = ZoneId::TUN;
+
+const BASE: &str = r#"
+[interface]
+addresses = ["100.64.0.1/24"]
+private_key = "yoRQQN/78RsBQ4jpF6jl6cepio0CtxwVueb3Ge92IKY="
+
+[[peer]]
+name = "laptop"
+public_key = "5/zOzBtScQIc2BXfE39Hxy5mAThmIJSSb188efYBVVo="
+allowed_ips = ["100.64.0.2/32"]
+groups = ["staff"]
+
+[[peer]]
+name = "phone"
+public_key = "76Ty/4Ta2LnheofckEucwILo0SKEb90uSGI3S0Gc6ZA="
+allowed_ips = ["100.64.0.3/32"]
+groups = ["guests"]
+
+[[rule]]
+chain = "forward"
+name = "guests-not-example-net"
+from = "group:guests"
+tls_sni = ["*.example.net", "example.net"]
+http_host = ["*.example.net", "example.net"]
+dns_qname = ["*.example.net", "example.net"]
+action = "reject"
+log = true
+
+[[rule]]
+chain = "forward"
+name = "nobody-evil"
+tls_sni = "~.*evil.*"
+http_host = "~.*evil.*"
+dns_qname = "~.*evil.*"
+action = "drop"
+
+[[rule]]
+chain = "forward"
+name = "rest"
+action = "accept"
+"#;
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn tcp(src: SocketAddr, dst: SocketAddr, flags: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+    let spec = TcpSpec {
+        flags,
+        seq,
+        ack,
+        window: 65535,
+        wscale: None,
+        mss: None,
+    };
+    synth::tcp(src, dst, spec, payload).unwrap()
+}
+
+/// A minimal TLS 1.3 ClientHello record naming `sni`.
+fn client_hello(sni: &str) -> Vec<u8> {
+    let name = sni.as_bytes();
+    let n = name.len() as u16;
+    let mut ext = vec![0, 0];
+    ext.extend_from_slice(&(n + 5).to_be_bytes());
+    ext.extend_from_slice(&(n + 3).to_be_bytes());
+    ext.push(0);
+    ext.extend_from_slice(&n.to_be_bytes());
+    ext.extend_from_slice(name);
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut hs = vec![1];
+    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    let mut rec = vec![0x16, 3, 1];
+    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&hs);
+    rec
+}
+
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut m = vec![0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in name.split('.') {
+        m.push(l.len() as u8);
+        m.extend_from_slice(l.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    m
+}
+
+struct H {
+    p: Pipeline,
+    now: Instant,
+}
+
+impl H {
+    fn new(extra: &str) -> H {
+        let text = format!("{BASE}\n{extra}");
+        let cfg = load_str(&text, "test.toml").unwrap_or_else(|e| panic!("config: {e}"));
+        let now = Instant::now();
+        H {
+            p: Pipeline::new(PipelineConfig::from_config(&cfg), (1, 2), now),
+            now,
+        }
+    }
+
+    fn send(&mut self, mut pkt: Vec<u8>, zone: ZoneId) -> Verdict {
+        self.p.handle(&mut pkt, zone, self.now)
+    }
+
+    fn rule(&self, name: &str) -> u32 {
+        let rules = &self.p.rules().chain(Chain::Forward).rules;
+        rules
+            .iter()
+            .position(|r| r.name.as_deref() == Some(name))
+            .unwrap() as u32
+    }
+
+    /// A handshake; returns the client's next sequence number (1001).
+    fn handshake(&mut self, c: SocketAddr, s: SocketAddr, cz: ZoneId) -> u32 {
+        assert_eq!(
+            self.send(tcp(c, s, SYN, 1000, 0, b""), cz),
+            Verdict::Forward(TUN)
+        );
+        assert_eq!(
+            self.send(tcp(s, c, SYN | ACK, 5000, 1001, b""), TUN),
+            Verdict::Forward(cz)
+        );
+        assert_eq!(
+            self.send(tcp(c, s, ACK, 1001, 5001, b""), cz),
+            Verdict::Forward(TUN)
+        );
+        1001
+    }
+
+    /// Sends `data` from the client in segments of the given sizes; returns
+    /// the verdicts.
+    fn stream(
+        &mut self,
+        c: SocketAddr,
+        s: SocketAddr,
+        cz: ZoneId,
+        data: &[u8],
+        cuts: &[usize],
+    ) -> Vec<Verdict> {
+        let mut seq = 1001u32;
+        let mut out = Vec::new();
+        let mut rest = data;
+        for &n in cuts.iter().chain(std::iter::once(&usize::MAX)) {
+            if rest.is_empty() {
+                break;
+            }
+            let (seg, r) = rest.split_at(n.min(rest.len()));
+            out.push(self.send(tcp(c, s, ACK | PSH, seq, 5001, seg), cz));
+            seq += seg.len() as u32;
+            rest = r;
+        }
+        out
+    }
+
+    /// The generated packets as (zone, TCP flags or None).
+    fn transmits(&mut self) -> Vec<(ZoneId, Option<u8>)> {
+        std::iter::from_fn(|| self.p.poll_transmit())
+            .map(|t| {
+                let m = packet::parse(&t.packet).unwrap();
+                let f = match m.l4 {
+                    L4::Tcp(t) => Some(t.flags),
+                    _ => None,
+                };
+                (t.zone, f)
+            })
+            .collect()
+    }
+}
+
+const PHONE_C: &str = "100.64.0.3:40000";
+const LAPTOP_C: &str = "100.64.0.2:40000";
+const SERVER_443: &str = "203.0.113.2:443";
+const SERVER_80: &str = "203.0.113.2:80";
+const SERVER_53: &str = "203.0.113.53:53";
+
+#[test]
+fn tls_sni_allowed_and_blocked_in_one_segment() {
+    let mut h = H::new("");
+    let (c, s) = (sa(PHONE_C), sa(SERVER_443));
+    h.handshake(c, s, PHONE);
+    assert_eq!(h.p.l7_pending(), 1);
+    let v = h.stream(c, s, PHONE, &client_hello("www.example.org"), &[]);
+    assert_eq!(v, vec![Verdict::Forward(TUN)]);
+    assert_eq!(h.p.l7_pending(), 0);
+    // The flow goes on on the fast path, counted on the accepting rule.
+    let next = 1001 + client_hello("www.example.org").len() as u32;
+    assert_eq!(
+        h.send(tcp(s, c, ACK | PSH, 5001, next, b"server hello"), TUN),
+        Verdict::Forward(PHONE)
+    );
+    let rest = h.rule("rest") as usize;
+    assert!(h.p.rule_counters(Chain::Forward)[rest].packets >= 2);
+
+    let mut h = H::new("");
+    h.handshake(c, s, PHONE);
+    let v = h.stream(c, s, PHONE, &client_hello("Shop.Example.NET."), &[]);
+    let r = h.rule("guests-not-example-net");
+    assert_eq!(
+        v,
+        vec![Verdict::Reject(DropReason::Rule {
+            chain: Chain::Forward,
+            rule: r
+        })]
+    );
+    // RST both ways: to the server (TUN) and to the client.
+    let t = h.transmits();
+    assert!(t.contains(&(TUN, Some(RST | ACK))), "{t:?}");
+    assert!(
+        t.iter()
+            .any(|(z, f)| *z == PHONE && f.is_some_and(|f| f & RST != 0)),
+        "{t:?}"
+    );
+    // The flow is gone: the server's next packet is not forwarded.
+    assert!(!matches!(
+        h.send(tcp(s, c, ACK, 5001, 1001, b""), TUN),
+        Verdict::Forward(_)
+    ));
+    assert!(h.p.rule_counters(Chain::Forward)[r as usize].packets >= 1);
+    let ev = h.p.poll_event().expect("log event of the L7 reject");
+    assert_eq!(ev.rule, Some(r));
+    assert_eq!(h.p.l7_stats().blocked, 1);
+}
+
+#[test]
+fn tls_client_hello_split_over_two_segments() {
+    for (sni, blocked) in [("a.example.net", true), ("ok.example.org", false)] {
+        let mut h = H::new("");
+        let (c, s) = (sa(PHONE_C), sa(SERVER_443));
+        h.handshake(c, s, PHONE);
+        let ch = client_hello(sni);
+        let v = h.stream(c, s, PHONE, &ch, &[20]);
+        assert_eq!(v.len(), 2);
+        // The partial ClientHello is forwarded; the second segment decides.
+        assert_eq!(v[0], Verdict::Forward(TUN));
+        assert_eq!(matches!(v[1], Verdict::Reject(_)), blocked, "{sni}: {v:?}");
+        assert_eq!(h.p.l7_pending(), 0);
+    }
+}
+
+#[test]
+fn out_of_order_segment_is_dropped_while_pending() {
+    let mut h = H::new("");
+    let (c, s) = (sa(PHONE_C), sa(SERVER_443));
+    h.handshake(c, s, PHONE);
+    let ch = client_hello("x.example.net");
+    let (a, b) = ch.split_at(30);
+    // The second half first: not collected, not forwarded.
+    assert_eq!(
+        h.send(tcp(c, s, ACK, 1001 + 30, 5001, b), PHONE),
+        Verdict::Drop(DropReason::L7Pending)
+    );
+    assert_eq!(
+        h.send(tcp(c, s, ACK, 1001, 5001, a), PHONE),
+        Verdict::Forward(TUN)
+    );
+    // Its retransmission in order completes the name.
+    assert!(matches!(
+        h.send(tcp(c, s, ACK, 1001 + 30, 5001, b), PHONE),
+        Verdict::Reject(_)
+    ));
+}
+
+#[test]
+fn zone_and_group_combination() {
+    // The laptop (group staff) may reach *.example.net; the phone (guests) may not.
+    let mut h = H::new("");
+    let (c, s) = (sa(LAPTOP_C), sa(SERVER_443));
+    h.handshake(c, s, LAPTOP);
+    let v = h.stream(c, s, LAPTOP, &client_hello("a.example.net"), &[]);
+    assert_eq!(v, vec![Verdict::Forward(TUN)]);
+    // ... but nobody reaches *evil*.
+    let mut h = H::new("");
+    h.handshake(c, s, LAPTOP);
+    let v = h.stream(c, s, LAPTOP, &client_hello("www.evil.com"), &[]);
+    assert_eq!(
+        v,
+        vec![Verdict::Drop(DropReason::Rule {
+            chain: Chain::Forward,
+            rule: h.rule("nobody-evil")
+        })]
+    );
+    // Drop: nothing to the client; the server's half is reset.
+    let t = h.transmits();
+    assert_eq!(t, vec![(TUN, Some(RST | ACK))]);
+}
+
+#[test]
+fn http_host() {
+    let (c, s) = (sa(PHONE_C), sa(SERVER_80));
+    let req =
+        |host: &str| format!("GET /index.html HTTP/1.1\r\nHost: {host}\r\nUser-Agent: t\r\n\r\n");
+    let mut h = H::new("");
+    h.handshake(c, s, PHONE);
+    let v = h.stream(c, s, PHONE, req("www.example.org:80").as_bytes(), &[10]);
+    assert_eq!(v, vec![Verdict::Forward(TUN), Verdict::Forward(TUN)]);
+
+    let mut h = H::new("");
+    h.handshake(c, s, PHONE);
+    let v = h.stream(c, s, PHONE, req("WWW.Example.Net:8080").as_bytes(), &[10]);
+    assert_eq!(v[0], Verdict::Forward(TUN));
+    assert!(matches!(v[1], Verdict::Reject(_)), "{v:?}");
+}
+
+#[test]
+fn non_tls_payload_on_a_tls_sni_rule_has_no_name() {
+    // An SSH banner to port 443: no name, so the L7 rules do not match and
+    // `rest` accepts.
+    let mut h = H::new("");
+    let (c, s) = (sa(PHONE_C), sa(SERVER_443));
+    h.handshake(c, s, PHONE);
+    let v = h.stream(c, s, PHONE, b"SSH-2.0-OpenSSH_9.6\r\n", &[]);
+    assert_eq!(v, vec![Verdict::Forward(TUN)]);
+    assert_eq!(h.p.l7_pending(), 0);
+}
+
+#[test]
+fn no_name_within_the_bound_decides() {
+    // An HTTP request whose header block never ends: decided "no name" once
+    // 16 KiB passed (rest accepts), and the pending state is freed.
+    let mut h = H::new("");
+    let (c, s) = (sa(PHONE_C), sa(SERVER_80));
+    h.handshake(c, s, PHONE);
+    let mut data = b"GET / HTTP/1.1\r\n".to_vec();
+    while data.len() < 17 * 1024 {
+        data.extend_from_slice(b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+    }
+    let v = h.stream(c, s, PHONE, &data, &[1200; 20]);
+    assert!(v.iter().all(|v| *v == Verdict::Forward(TUN)), "{v:?}");
+    assert_eq!(h.p.l7_pending(), 0);
+    assert_eq!(h.p.l7_stats().decided, 1);
+}
+
+#[test]
+fn dns_over_udp_decides_on_the_first_datagram() {
+    let mut h = H::new("");
+    let (c, s) = (sa(PHONE_C), sa(SERVER_53));
+    let q = synth::udp(c, s, &dns_query("www.example.org")).unwrap();
+    assert_eq!(h.send(q, PHONE), Verdict::Forward(TUN));
+    let (c2, s2) = (sa("100.64.0.3:40001"), sa(SERVER_53));
+    let q = synth::udp(c2, s2, &dns_query("mail.example.net")).unwrap();
+    assert!(matches!(h.send(q, PHONE), Verdict::Reject(_)));
+    // Reject on UDP: an ICMP port unreachable to the client.
+    let t = h.transmits();
+    assert_eq!(t, vec![(PHONE, None)]);
+    let q = synth::udp(sa("100.64.0.2:40002"), s2, &dns_query("EVIL.example.org.")).unwrap();
+    assert!(matches!(
+        h.send(q, LAPTOP),
+        Verdict::Drop(DropReason::Rule { .. })
+    ));
+    assert_eq!(h.p.l7_pending(), 0);
+}
+
+#[test]
+fn dns_over_tcp_is_length_prefixed() {
+    for (name, blocked) in [("a.b.example.net", true), ("example.com", false)] {
+        let mut h = H::new("");
+        let (c, s) = (sa(PHONE_C), sa(SERVER_53));
+        h.handshake(c, s, PHONE);
+        let q = dns_query(name);
+        let mut data = (q.len() as u16).to_be_bytes().to_vec();
+        data.extend_from_slice(&q);
+        let v = h.stream(c, s, PHONE, &data, &[1]);
+        assert_eq!(v[0], Verdict::Forward(TUN));
+        assert_eq!(matches!(v[1], Verdict::Reject(_)), blocked, "{name}: {v:?}");
+    }
+}
+
+#[test]
+fn l7_accept_rule_with_drop_policy() {
+    // Only ok.example.org is allowed over TLS; everything else is dropped by
+    // the policy, including flows without a name.
+    let text = r#"
+[interface]
+addresses = ["100.64.0.1/24"]
+private_key = "yoRQQN/78RsBQ4jpF6jl6cepio0CtxwVueb3Ge92IKY="
+
+[[peer]]
+name = "laptop"
+public_key = "5/zOzBtScQIc2BXfE39Hxy5mAThmIJSSb188efYBVVo="
+allowed_ips = ["100.64.0.2/32"]
+
+[chains.forward]
+policy = "drop"
+
+[[rule]]
+chain = "forward"
+proto = "tcp"
+dport = 443
+tls_sni = "ok.example.org"
+action = "accept"
+"#;
+    let cfg = load_str(text, "t.toml").unwrap();
+    for (payload, ok) in [
+        (client_hello("ok.example.org"), true),
+        (client_hello("other.example.org"), false),
+        (b"SSH-2.0-x\r\n".to_vec(), false),
+    ] {
+        let now = Instant::now();
+        let mut p = Pipeline::new(PipelineConfig::from_config(&cfg), (1, 2), now);
+        let mut h = H { p, now };
+        let (c, s) = (sa(LAPTOP_C), sa(SERVER_443));
+        h.handshake(c, s, LAPTOP);
+        let v = h.stream(c, s, LAPTOP, &payload, &[]);
+        assert_eq!(
+            v[0] == Verdict::Forward(TUN),
+            ok,
+            "{v:?} {:?} {:?}",
+            h.p.l7_stats(),
+            String::from_utf8_lossy(&payload)
+        );
+        if !ok {
+            assert_eq!(v[0], Verdict::Drop(DropReason::Policy(Chain::Forward)));
+        }
+        p = h.p;
+        assert_eq!(p.l7_pending(), 0);
+    }
+}
+
+#[test]
+fn reload_keeps_decided_names() {
+    let mut h = H::new("");
+    let (c, s) = (sa(PHONE_C), sa(SERVER_443));
+    h.handshake(c, s, PHONE);
+    let ch = client_hello("ok.example.org");
+    let next = 1001 + ch.len() as u32;
+    let v = h.stream(c, s, PHONE, &ch, &[]);
+    assert_eq!(v, vec![Verdict::Forward(TUN)]);
+    // Reload with a rule blocking ok.example.org for everyone: the live flow
+    // is re-checked with its name and revoked.
+    let text = BASE.replacen(
+        "[[rule]]",
+        "[[rule]]\nchain = \"forward\"\ntls_sni = \"ok.example.org\"\naction = \"drop\"\n\n[[rule]]",
+        1,
+    );
+    let cfg = load_str(&text, "t.toml").unwrap();
+    h.p.reload(PipelineConfig::from_config(&cfg));
+    assert!(!matches!(
+        h.send(tcp(c, s, ACK, next, 5001, b""), PHONE),
+        Verdict::Forward(_)
+    ));
+    // A flow with another name survives the same reload.
+    let mut h = H::new("");
+    h.handshake(c, s, PHONE);
+    let ch = client_hello("other.example.org");
+    let next = 1001 + ch.len() as u32;
+    let _ = h.stream(c, s, PHONE, &ch, &[]);
+    h.p.reload(PipelineConfig::from_config(&cfg));
+    assert_eq!(
+        h.send(tcp(c, s, ACK, next, 5001, b""), PHONE),
+        Verdict::Forward(TUN)
+    );
+}
