@@ -428,10 +428,7 @@ impl Shell {
                 h = net_next(&mut self.net) => {
                     let now = Instant::now();
                     if let Some(net) = self.net.as_mut() {
-                        match h {
-                            netstack::NetInput::Host(id, input) => net.core.handle_host(id, input, now),
-                            netstack::NetInput::Accept(to, s) => net.on_accept(to, s, now),
-                        }
+                        net.handle(h, now);
                     }
                     self.flush_outs(now).await;
                 }

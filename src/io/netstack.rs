@@ -43,7 +43,15 @@ struct Handles {
 pub enum NetInput {
     Host(ConnId, HostInput),
     Accept(SocketAddr, TcpStream),
+    /// A datagram on UDP port forward `.0` (its index in the forward list)
+    /// from host client `.1`.
+    Datagram(usize, SocketAddr, Vec<u8>),
 }
+
+/// Datagrams read from the UDP forwards' sockets and not yet taken by the
+/// core: the reader tasks wait when this many are queued, so a flood fills
+/// the kernel's socket buffer (and is dropped there), not this process.
+const FORWARD_QUEUE: usize = 256;
 
 /// The host side of netstack mode.
 pub struct NetShell {
@@ -51,6 +59,9 @@ pub struct NetShell {
     tx: UnboundedSender<(ConnId, HostInput)>,
     rx: UnboundedReceiver<(ConnId, HostInput)>,
     accept_rx: UnboundedReceiver<(SocketAddr, TcpStream)>,
+    dgram_rx: tokio::sync::mpsc::Receiver<(usize, SocketAddr, Vec<u8>)>,
+    /// The UDP forwards' listening sockets, by forward index.
+    udp_forwards: HashMap<usize, std::sync::Arc<UdpSocket>>,
     conns: HashMap<ConnId, Handles>,
     connect_timeout: Duration,
     ping_warned: bool,
@@ -95,7 +106,9 @@ impl NetShell {
             None => None,
         };
         let (accept_tx, accept_rx) = unbounded_channel();
-        for f in &cfg.forwards {
+        let (dgram_tx, dgram_rx) = tokio::sync::mpsc::channel(FORWARD_QUEUE);
+        let mut udp_forwards = HashMap::new();
+        for (index, f) in cfg.forwards.iter().enumerate() {
             match f.proto {
                 Proto::Tcp => {
                     let l = TcpListener::bind(f.listen)
@@ -120,7 +133,28 @@ impl NetShell {
                     });
                 }
                 Proto::Udp => {
-                    tracing::warn!(listen = %f.listen, "netstack: UDP port forwards are not supported yet; ignored");
+                    let s = UdpSocket::bind(f.listen).await.with_context(|| {
+                        format!("netstack.forward: listening on udp {}", f.listen)
+                    })?;
+                    let s = std::sync::Arc::new(s);
+                    tracing::info!(listen = %f.listen, to = %f.to, max_flows = f.max_flows, "port forward (udp)");
+                    udp_forwards.insert(index, s.clone());
+                    let tx = dgram_tx.clone();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 65_536];
+                        loop {
+                            match s.recv_from(&mut buf).await {
+                                Ok((n, from)) => {
+                                    let d = buf.get(..n).unwrap_or_default().to_vec();
+                                    if tx.send((index, from, d)).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                // ICMP errors for earlier replies (ECONNREFUSED ...): not fatal.
+                                Err(e) => tracing::debug!(error = %e, "udp forward receive"),
+                            }
+                        }
+                    });
                 }
             }
         }
@@ -144,6 +178,8 @@ impl NetShell {
             tx,
             rx,
             accept_rx,
+            dgram_rx,
+            udp_forwards,
             conns: HashMap::new(),
             connect_timeout,
             ping_warned: false,
@@ -156,7 +192,17 @@ impl NetShell {
         tokio::select! {
             Some((id, input)) = self.rx.recv() => NetInput::Host(id, input),
             Some((to, s)) = self.accept_rx.recv() => NetInput::Accept(to, s),
+            Some((f, from, d)) = self.dgram_rx.recv() => NetInput::Datagram(f, from, d),
             else => std::future::pending().await,
+        }
+    }
+
+    /// Hands a host-side happening to the core.
+    pub fn handle(&mut self, input: NetInput, now: std::time::Instant) {
+        match input {
+            NetInput::Host(id, input) => self.core.handle_host(id, input, now),
+            NetInput::Accept(to, s) => self.on_accept(to, s, now),
+            NetInput::Datagram(f, from, d) => self.core.handle_forward_datagram(f, from, &d, now),
         }
     }
 
@@ -217,6 +263,15 @@ impl NetShell {
                 NetEvent::Close { id } => {
                     // Dropping the senders ends both tasks (and closes the socket).
                     self.conns.remove(&id);
+                }
+                NetEvent::ForwardReply { forward, to, data } => {
+                    // Non-blocking: a full socket buffer drops the datagram,
+                    // as the kernel would.
+                    if let Some(s) = self.udp_forwards.get(&forward) {
+                        if let Err(e) = s.try_send_to(&data, to) {
+                            tracing::debug!(%to, error = %e, "udp forward reply");
+                        }
+                    }
                 }
             }
         }

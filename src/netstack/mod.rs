@@ -50,6 +50,7 @@
 pub mod device;
 #[cfg(test)]
 mod tests;
+pub mod udpfwd;
 
 use crate::packet::{self, build, proto, tcp_flags, L4};
 use crate::zone::ZoneId;
@@ -87,6 +88,17 @@ pub struct PortForward {
     pub listen: SocketAddr,
     /// The peer's service (an address inside some peer's AllowedIPs).
     pub to: SocketAddr,
+    /// UDP: most host clients with an association at once (see [`udpfwd`]).
+    pub max_flows: usize,
+    /// UDP: an association idle this long is dropped.
+    pub idle_timeout: Duration,
+}
+
+impl PortForward {
+    /// Per-forward UDP association bound: like `max_connections`, a small
+    /// NAT box's worth; each association costs a table entry and one of the
+    /// 16,384 tunnel-side ports (no host socket: the forward's own serves all).
+    pub const DEFAULT_MAX_FLOWS: usize = 1024;
 }
 
 /// The netstack's settings (the `[netstack]` config section).
@@ -180,6 +192,14 @@ pub enum NetEvent {
     ShutdownHost { id: ConnId },
     /// The flow is gone: close the host socket.
     Close { id: ConnId },
+    /// A UDP port forward's reply: send `data` from forward `forward`'s
+    /// listening socket (its index in the config's forward list) to the
+    /// host client `to`.
+    ForwardReply {
+        forward: usize,
+        to: SocketAddr,
+        data: Vec<u8>,
+    },
 }
 
 /// Why a host connect failed.
@@ -239,6 +259,8 @@ pub struct NetStats {
     pub idle_closed: u64,
     pub dropped: u64,
     pub echo_local: u64,
+    /// UDP port forwards' associations.
+    pub udp_forward: udpfwd::UdpFwdStats,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -305,6 +327,8 @@ pub struct Netstack {
     events: VecDeque<NetEvent>,
     out: VecDeque<NetTransmit>,
     stats: NetStats,
+    udp_fwd: udpfwd::UdpForwards,
+    mtu: usize,
 }
 
 impl std::fmt::Debug for Netstack {
@@ -369,6 +393,7 @@ impl Netstack {
         let _ = iface
             .routes_mut()
             .add_default_ipv4_route(smoltcp::wire::Ipv4Address::new(192, 0, 2, 1));
+        let udp_fwd = udpfwd::UdpForwards::new(&cfg.forwards, &local_addrs, hash_key);
         Netstack {
             cfg,
             local_addrs,
@@ -384,6 +409,8 @@ impl Netstack {
             events: VecDeque::new(),
             out: VecDeque::new(),
             stats: NetStats::default(),
+            udp_fwd,
+            mtu,
         }
     }
 
@@ -396,8 +423,43 @@ impl Netstack {
         &self.cfg
     }
 
-    pub fn stats(&self) -> &NetStats {
-        &self.stats
+    pub fn stats(&self) -> NetStats {
+        NetStats {
+            udp_forward: self.udp_fwd.stats().clone(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// UDP port forward associations right now.
+    pub fn udp_forward_flows(&self) -> usize {
+        self.udp_fwd.len()
+    }
+
+    /// A datagram from host client `client` on UDP port forward `forward`
+    /// (its index in the config's forward list): it leaves into the tunnel
+    /// from the gateway's tunnel address and the client's association port
+    /// (through the pipeline's `output` chain). Datagrams that would not fit
+    /// the tunnel MTU unfragmented are dropped and counted (the relay does
+    /// not fragment).
+    pub fn handle_forward_datagram(
+        &mut self,
+        forward: usize,
+        client: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) {
+        let Some((local, to)) = self.udp_fwd.outbound(forward, client, now) else {
+            return;
+        };
+        // IPv4 20 + UDP 8, IPv6 40 + UDP 8 bytes of headers.
+        let headers = if to.is_ipv4() { 28 } else { 48 };
+        if data.len() + headers > self.mtu {
+            self.stats.dropped += 1;
+            return;
+        }
+        if let Some(p) = packet::synth::udp(local, to, data) {
+            self.emit(p);
+        }
     }
 
     /// Relayed flows right now.
@@ -542,6 +604,15 @@ impl Netstack {
                     .get(usize::from(meta.payload_offset)..usize::from(meta.total_len))
                     .unwrap_or_default()
                     .to_vec();
+                // A UDP port forward's target answering its host client.
+                if let Some((forward, to)) = self.udp_fwd.inbound(key.server, key.client, now) {
+                    self.events.push_back(NetEvent::ForwardReply {
+                        forward,
+                        to,
+                        data: payload,
+                    });
+                    return;
+                }
                 let id = match self.by_key.get(&key) {
                     Some(&id) => id,
                     None => {
@@ -943,6 +1014,7 @@ impl Netstack {
     /// caused, like a time-wait ending). O(flows).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.poll_iface(now);
+        self.udp_fwd.expire(now);
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             let Some(c) = self.conns.get(&id) else {

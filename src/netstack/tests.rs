@@ -526,3 +526,173 @@ fn udp_towards_a_stuck_host_socket_is_bounded_and_refusals_become_icmp() {
     }
     assert_eq!(ns.connections(), 1);
 }
+
+/// A pipeline in netstack mode whose chains accept everything.
+fn netstack_pipeline(now: Instant) -> crate::pipeline::Pipeline {
+    use crate::pipeline::{testbed, Pipeline};
+    use crate::rules::{Action, ChainDef, Rule};
+    let mut pc = testbed::config(ChainDef {
+        rules: vec![Rule::any(Action::Accept)],
+        policy: Action::Drop,
+    });
+    pc.netstack = true;
+    Pipeline::new(pc, testbed::KEY, now)
+}
+
+#[test]
+fn udp_port_forward_round_trip_through_the_pipeline() {
+    use crate::verdict::Verdict;
+    let now = Instant::now();
+    let laptop = ZoneId::peer(0);
+    let mut pl = netstack_pipeline(now);
+    let mut c = cfg();
+    c.forwards = vec![
+        PortForward {
+            proto: Proto::Tcp,
+            listen: sa("127.0.0.1:8080"),
+            to: sa("100.64.0.2:80"),
+            max_flows: 1,
+            idle_timeout: Duration::from_secs(60),
+        },
+        PortForward {
+            proto: Proto::Udp,
+            listen: sa("127.0.0.1:5300"),
+            to: sa("100.64.0.2:53"),
+            max_flows: 8,
+            idle_timeout: Duration::from_secs(60),
+        },
+    ];
+    let mut ns = stack(c, now);
+    let (alice, bob) = (sa("127.0.0.1:1111"), sa("127.0.0.1:2222"));
+    let mut locals = Vec::new();
+    for (client, msg) in [(alice, &b"from alice"[..]), (bob, b"from bob")] {
+        ns.handle_forward_datagram(1, client, msg, now);
+        let mut t = ns.poll_transmit().expect("a datagram into the tunnel");
+        assert_eq!(t.zone, ZoneId::LOCAL, "gateway-originated: chain output");
+        let m = packet::parse(&t.packet).unwrap();
+        assert_eq!(m.src, GW.parse::<IpAddr>().unwrap());
+        let L4::Udp { sport, dport } = m.l4 else {
+            panic!("not udp")
+        };
+        assert_eq!((m.dst, dport), (sa("100.64.0.2:53").ip(), 53));
+        assert_eq!(&t.packet[usize::from(m.payload_offset)..], msg);
+        assert_eq!(
+            pl.handle(&mut t.packet, t.zone, now),
+            Verdict::Forward(laptop)
+        );
+        locals.push(SocketAddr::new(m.src, sport));
+    }
+    assert_ne!(locals[0], locals[1]);
+    assert_eq!(ns.udp_forward_flows(), 2);
+    // The service answers bob first, then alice; each reply goes back to its client.
+    for (local, client, msg) in [
+        (locals[1], bob, &b"to bob"[..]),
+        (locals[0], alice, b"to alice"),
+    ] {
+        let mut r = synth::udp(sa("100.64.0.2:53"), local, msg).unwrap();
+        assert_eq!(
+            pl.handle(&mut r, laptop, now),
+            Verdict::Forward(ZoneId::LOCAL),
+            "a reply of the forward's flow"
+        );
+        ns.handle_packet(r, now);
+        assert_eq!(
+            events(&mut ns),
+            vec![NetEvent::ForwardReply {
+                forward: 1,
+                to: client,
+                data: msg.to_vec()
+            }]
+        );
+    }
+    // Another source sending to an association's port is not a reply.
+    ns.handle_packet(
+        synth::udp(sa("100.64.0.3:53"), locals[0], b"x").unwrap(),
+        now,
+    );
+    assert!(!events(&mut ns)
+        .iter()
+        .any(|e| matches!(e, NetEvent::ForwardReply { .. })));
+    // (it is a datagram to a closed port of the gateway: port unreachable)
+    let tx = transmits(&mut ns);
+    assert!(
+        matches!(tx.as_slice(), [(_, m)] if matches!(m.l4, L4::Icmp(i) if (i.ty, i.code) == (3, 3)))
+    );
+    // The TCP forward's index takes no datagrams; oversized ones are dropped.
+    let before = ns.stats().dropped;
+    ns.handle_forward_datagram(0, alice, b"x", now);
+    ns.handle_forward_datagram(1, alice, &[0u8; 1500], now);
+    assert!(transmits(&mut ns).is_empty());
+    assert_eq!(ns.stats().dropped, before + 1);
+    // Idle associations expire in the housekeeping.
+    ns.handle_timeout(now + Duration::from_secs(61));
+    assert_eq!(ns.udp_forward_flows(), 0);
+    assert_eq!(ns.stats().udp_forward.expired, 2);
+}
+
+/// A DNS query message for `name` (type A, class IN).
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in name.split('.') {
+        m.push(l.len() as u8);
+        m.extend_from_slice(l.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    m
+}
+
+#[test]
+fn dns_to_the_relay_passes_the_ids_dns_query_match() {
+    use crate::ids::rule::{load_text, LoadReport, Vars};
+    use crate::ids::{Ids, IdsConfig, Mode};
+    use crate::verdict::{DropReason, Verdict};
+    let rules = "drop dns any any -> any any (msg:\"blocked name\"; dns.query; content:\"blocked.example\"; sid:4711;)\n";
+    for mode in [Mode::Prevent, Mode::Detect] {
+        let now = Instant::now();
+        let laptop = ZoneId::peer(0);
+        let mut pl = netstack_pipeline(now);
+        let (mut sigs, mut rep) = (Vec::new(), LoadReport::default());
+        load_text(rules, &Vars::suricata_defaults(), &mut sigs, &mut rep);
+        assert_eq!(sigs.len(), 1, "{}", rep.render());
+        pl.set_ids(Some(Ids::new(
+            sigs,
+            IdsConfig {
+                mode,
+                ..IdsConfig::default()
+            },
+            (3, 4),
+        )));
+        let mut ns = stack(cfg(), now);
+        let relay = sa("100.64.0.1:53");
+        // An innocent name goes through to the resolver, no alert.
+        let mut q = synth::udp(sa(CLIENT), relay, &dns_query("www.example.org")).unwrap();
+        assert_eq!(
+            pl.handle(&mut q, laptop, now),
+            Verdict::Forward(ZoneId::LOCAL)
+        );
+        assert!(pl.poll_ids_alert().is_none());
+        // The blocked name, from another client port (a new flow).
+        let mut q = synth::udp(
+            sa("100.64.0.2:40001"),
+            relay,
+            &dns_query("www.blocked.example"),
+        )
+        .unwrap();
+        let v = pl.handle(&mut q, laptop, now);
+        let (a, peer) = pl.poll_ids_alert().expect("an alert in both modes");
+        assert_eq!(a.sid, 4711);
+        assert_eq!(peer, Some(laptop));
+        match mode {
+            Mode::Prevent => assert_eq!(v, Verdict::Drop(DropReason::Ids)),
+            Mode::Detect => {
+                assert_eq!(v, Verdict::Forward(ZoneId::LOCAL));
+                // Detect mode: the relay still gets the query.
+                ns.handle_packet(q, now);
+                assert!(events(&mut ns).iter().any(|e| matches!(
+                    e,
+                    NetEvent::Connect { target, kind: Kind::Udp, .. } if *target == sa(RESOLVER)
+                )));
+            }
+        }
+    }
+}
