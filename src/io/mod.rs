@@ -671,6 +671,11 @@ impl Shell {
         keep.pipeline.conntrack = self.settings.pipeline.conntrack;
         keep.pipeline.fragments = self.settings.pipeline.fragments;
         keep.log = self.settings.log;
+        keep.mode = self.settings.mode;
+        keep.netstack = self.settings.netstack.with_live(&keep.netstack);
+        if let Some(net) = self.net.as_mut() {
+            net.reconfigure(&keep.netstack);
+        }
         self.settings = keep;
         Ok(crate::control::ReloadReport {
             config: l.config.source.display().to_string(),

@@ -197,6 +197,12 @@ impl NetShell {
         }
     }
 
+    /// A hot reload's netstack settings (see [`Netstack::reconfigure`]).
+    pub fn reconfigure(&mut self, new: &NetstackConfig) {
+        self.core.reconfigure(new);
+        self.connect_timeout = self.core.config().connect_timeout;
+    }
+
     /// Hands a host-side happening to the core.
     pub fn handle(&mut self, input: NetInput, now: std::time::Instant) {
         match input {
@@ -404,7 +410,10 @@ fn spawn_udp(id: ConnId, target: SocketAddr, tx: UnboundedSender<(ConnId, HostIn
             }
         };
         if let Err(e) = s.connect(target).await {
+            // No route: the core answers with an ICMP unreachable; then the
+            // flow ends (the next datagram tries again).
             let _ = tx.send((id, HostInput::Failed(FailKind::from_io(&e))));
+            let _ = tx.send((id, HostInput::Closed));
             return;
         }
         datagram_loop(id, s, wrx, grx, tx).await;
@@ -439,6 +448,15 @@ fn spawn_ping(id: ConnId, s: UdpSocket, tx: UnboundedSender<(ConnId, HostInput)>
     }
 }
 
+/// The ICMP errors a connected datagram socket reports that the core turns
+/// into ICMP unreachable towards the client; `None` for other errors.
+fn unreachable(e: &std::io::Error) -> Option<FailKind> {
+    match FailKind::from_io(e) {
+        k @ (FailKind::Refused | FailKind::HostUnreachable | FailKind::NetUnreachable) => Some(k),
+        _ => None,
+    }
+}
+
 /// Sends what the core hands over; receives as far as granted.
 async fn datagram_loop(
     id: ConnId,
@@ -453,12 +471,13 @@ async fn datagram_loop(
         tokio::select! {
             c = wrx.recv() => match c {
                 Some(WriteCmd::Data(d)) => {
-                    match s.send(&d).await {
-                        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                            let _ = tx.send((id, HostInput::Failed(FailKind::Refused)));
+                    if let Err(e) = s.send(&d).await {
+                        match unreachable(&e) {
+                            Some(k) => {
+                                let _ = tx.send((id, HostInput::Failed(k)));
+                            }
+                            None => tracing::debug!(error = %e, "netstack: datagram send"),
                         }
-                        Err(e) => tracing::debug!(error = %e, "netstack: datagram send"),
-                        Ok(_) => {}
                     }
                     let _ = tx.send((id, HostInput::Written(d.len())));
                 }
@@ -474,11 +493,14 @@ async fn datagram_loop(
                     credit = credit.saturating_sub(n.max(1));
                     let _ = tx.send((id, HostInput::Data(buf.get(..n).unwrap_or_default().to_vec())));
                 }
-                // ICMP port unreachable for an earlier send (connected socket).
-                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                    let _ = tx.send((id, HostInput::Failed(FailKind::Refused)));
-                }
-                Err(e) => tracing::debug!(error = %e, "netstack: datagram receive"),
+                // ICMP port/host/net unreachable for an earlier send
+                // (a connected socket reports it on the next call).
+                Err(e) => match unreachable(&e) {
+                    Some(k) => {
+                        let _ = tx.send((id, HostInput::Failed(k)));
+                    }
+                    None => tracing::debug!(error = %e, "netstack: datagram receive"),
+                },
             }
         }
     }

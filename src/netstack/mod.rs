@@ -52,7 +52,8 @@ pub mod device;
 mod tests;
 pub mod udpfwd;
 
-use crate::packet::{self, build, proto, tcp_flags, L4};
+use crate::packet::frag::{FragResult, Reassembler};
+use crate::packet::{self, build, proto, tcp_flags, FragConfig, L4};
 use crate::zone::ZoneId;
 use device::QueueDevice;
 use siphasher::sip::SipHasher13;
@@ -158,6 +159,58 @@ impl Default for NetstackConfig {
             host_services: Vec::new(),
             forwards: Vec::new(),
         }
+    }
+}
+
+impl NetstackConfig {
+    /// The keys a hot reload applies live (to the flows opened from then
+    /// on, and the timeouts and the limit to every flow at the next
+    /// housekeeping); every other key needs a restart.
+    pub const LIVE_KEYS: &'static [&'static str] = &[
+        "max_connections",
+        "tcp_rx_buffer",
+        "tcp_tx_buffer",
+        "tcp_idle_timeout",
+        "udp_idle_timeout",
+        "icmp_idle_timeout",
+        "connect_timeout",
+        "host_services",
+    ];
+
+    /// `self` (the running settings) with the live keys taken from `new`.
+    pub fn with_live(&self, new: &NetstackConfig) -> NetstackConfig {
+        NetstackConfig {
+            max_connections: new.max_connections,
+            tcp_rx_buffer: new.tcp_rx_buffer,
+            tcp_tx_buffer: new.tcp_tx_buffer,
+            tcp_idle_timeout: new.tcp_idle_timeout,
+            udp_idle_timeout: new.udp_idle_timeout,
+            icmp_idle_timeout: new.icmp_idle_timeout,
+            connect_timeout: new.connect_timeout,
+            host_services: new.host_services.clone(),
+            ..self.clone()
+        }
+    }
+
+    /// The changed keys a reload cannot apply (they need a restart):
+    /// `host_window` (in-flight accounting of live flows), `dns` and
+    /// `dns_upstream` (the resolver is chosen at start) and `forward` (the
+    /// listening sockets are bound at start).
+    pub fn restart_keys(&self, new: &NetstackConfig) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.host_window != new.host_window {
+            v.push("host_window");
+        }
+        if self.dns != new.dns {
+            v.push("dns");
+        }
+        if self.dns_upstream != new.dns_upstream {
+            v.push("dns_upstream");
+        }
+        if self.forwards != new.forwards {
+            v.push("forward");
+        }
+        v
     }
 }
 
@@ -308,6 +361,17 @@ impl BuildHasher for Keyed {
 
 /// Largest chunk moved between smoltcp and the host at once (a socket read's size).
 const CHUNK: usize = 64 * 1024;
+/// Reassembly of what the pipeline released: it releases a datagram's
+/// fragments all at once, and only complete, judged datagrams, so little is
+/// ever held; the bounds are the kernel's defaults (`FragConfig::default`:
+/// 4 MiB, 64 fragments a datagram) with a shorter hold (fragments that do
+/// not complete at once never will).
+const NETSTACK_FRAG: FragConfig = FragConfig {
+    max_bytes: 4 << 20,
+    max_datagrams: 1024,
+    max_fragments: 64,
+    timeout: Duration::from_secs(5),
+};
 /// Local ports for gateway-initiated connections (the IANA dynamic range, RFC 6335).
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
 
@@ -329,6 +393,8 @@ pub struct Netstack {
     stats: NetStats,
     udp_fwd: udpfwd::UdpForwards,
     mtu: usize,
+    /// Reassembles the fragments the pipeline releases (see `handle_packet`).
+    frag: Reassembler,
 }
 
 impl std::fmt::Debug for Netstack {
@@ -411,6 +477,7 @@ impl Netstack {
             stats: NetStats::default(),
             udp_fwd,
             mtu,
+            frag: Reassembler::new(NETSTACK_FRAG, (hash_key.1, hash_key.0)),
         }
     }
 
@@ -421,6 +488,12 @@ impl Netstack {
 
     pub fn config(&self) -> &NetstackConfig {
         &self.cfg
+    }
+
+    /// A hot reload: takes the live keys of `new` (see
+    /// [`NetstackConfig::LIVE_KEYS`]); the others keep their running values.
+    pub fn reconfigure(&mut self, new: &NetstackConfig) {
+        self.cfg = self.cfg.with_live(new);
     }
 
     pub fn stats(&self) -> NetStats {
@@ -536,9 +609,20 @@ impl Netstack {
             return;
         };
         if meta.frag.is_some() {
-            // The pipeline releases original fragments; the relay needs whole
-            // datagrams (the tunnel MTU keeps TCP unfragmented).
-            self.stats.dropped += 1;
+            // The pipeline judged the reassembled datagram and releases its
+            // original fragments (back to back); the relay needs the whole
+            // datagram, so it reassembles them again.
+            match self.frag.handle(&pkt, &meta, ZoneId::LOCAL, now) {
+                FragResult::Complete { datagram, .. } => {
+                    if packet::parse(&datagram).is_ok_and(|m| m.frag.is_none()) {
+                        self.handle_packet(datagram, now);
+                    } else {
+                        self.stats.dropped += 1;
+                    }
+                }
+                FragResult::Incomplete => {}
+                FragResult::Dropped(_) => self.stats.dropped += 1,
+            }
             return;
         }
         match meta.l4 {
@@ -780,14 +864,27 @@ impl Netstack {
             (Kind::Udp | Kind::Ping, HostInput::Written(n)) => {
                 c.inflight = c.inflight.saturating_sub(n);
             }
-            (Kind::Udp, HostInput::Failed(FailKind::Refused)) => {
-                // The host got an ICMP port unreachable for an earlier
-                // datagram (ECONNREFUSED on a connected socket): tell the
-                // client the same way, quoting a datagram of this flow.
+            (
+                Kind::Udp,
+                HostInput::Failed(
+                    f @ (FailKind::Refused | FailKind::HostUnreachable | FailKind::NetUnreachable),
+                ),
+            ) => {
+                // The host got an ICMP port/host/net unreachable for an
+                // earlier datagram (ECONNREFUSED, EHOSTUNREACH, ENETUNREACH
+                // on a connected socket): tell the client the same way
+                // (RFC 792 codes 3, 1, 0; `icmp_unreachable` maps them to
+                // ICMPv6 for IPv6), quoting a datagram of this flow. The
+                // flow stays: UDP has no connection to lose.
+                let code = match f {
+                    FailKind::Refused => 3,
+                    FailKind::HostUnreachable => 1,
+                    _ => 0,
+                };
                 let q = packet::synth::udp(key.client, key.server, b"");
                 if let Some(q) = q {
                     if let Ok(m) = packet::parse(&q) {
-                        if let Some(r) = build::icmp_unreachable(&q, &m, 3, None) {
+                        if let Some(r) = build::icmp_unreachable(&q, &m, code, None) {
                             self.emit(r);
                         }
                     }
@@ -1015,6 +1112,7 @@ impl Netstack {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.poll_iface(now);
         self.udp_fwd.expire(now);
+        self.frag.expire(now);
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             let Some(c) = self.conns.get(&id) else {

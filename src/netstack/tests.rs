@@ -525,6 +525,19 @@ fn udp_towards_a_stuck_host_socket_is_bounded_and_refusals_become_icmp() {
         other => panic!("{other:?}"),
     }
     assert_eq!(ns.connections(), 1);
+    // Host and net unreachable become ICMP host (1) and net (0) unreachable.
+    for (f, code) in [
+        (FailKind::HostUnreachable, 1),
+        (FailKind::NetUnreachable, 0),
+    ] {
+        ns.handle_host(id, HostInput::Failed(f), now);
+        let tx = transmits(&mut ns);
+        match tx.first().map(|(_, m)| m.l4) {
+            Some(L4::Icmp(i)) => assert_eq!((i.ty, i.code), (3, code)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(ns.connections(), 1, "the UDP flow stays");
 }
 
 /// A pipeline in netstack mode whose chains accept everything.
@@ -695,4 +708,85 @@ fn dns_to_the_relay_passes_the_ids_dns_query_match() {
             }
         }
     }
+}
+
+#[test]
+fn fragmented_udp_reaches_the_relay_whole() {
+    use crate::packet::testutil::frag_v4;
+    use crate::verdict::Verdict;
+    let now = Instant::now();
+    let laptop = ZoneId::peer(0);
+    let mut pl = netstack_pipeline(now);
+    let mut ns = stack(cfg(), now);
+    let payload: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+    let whole = synth::udp(sa(CLIENT), sa("203.0.113.2:7"), &payload).unwrap();
+    let frags = frag_v4(&whole, &[1400, 2800], 77);
+    assert_eq!(frags.len(), 3);
+    for mut f in frags {
+        assert_eq!(pl.handle(&mut f, laptop, now), Verdict::Held);
+    }
+    // The pipeline released the judged datagram's fragments towards `host`.
+    while let Some(t) = pl.poll_transmit() {
+        assert_eq!(t.zone, ZoneId::HOST);
+        ns.handle_packet(t.packet, now);
+    }
+    let ev = events(&mut ns);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, NetEvent::ToHost { data, .. } if *data == payload)),
+        "{ev:?}"
+    );
+    assert_eq!(ns.stats().dropped, 0);
+    // A lone fragment is held (and expires), never relayed.
+    let lone = frag_v4(&whole, &[1400], 78).remove(0);
+    ns.handle_packet(lone, now);
+    assert!(events(&mut ns).is_empty());
+}
+
+#[test]
+fn reload_applies_live_keys_and_names_the_others() {
+    let now = Instant::now();
+    let mut ns = stack(cfg(), now); // max_connections 4
+    let mut new = cfg();
+    new.max_connections = 1;
+    new.udp_idle_timeout = Duration::from_secs(5);
+    new.host_services = vec![(Proto::Udp, 5353)];
+    new.host_window = 1 << 20;
+    new.dns_upstream = Some(sa("203.0.113.9:53"));
+    new.forwards = vec![PortForward {
+        proto: Proto::Udp,
+        listen: sa("127.0.0.1:5300"),
+        to: sa("100.64.0.2:53"),
+        max_flows: 8,
+        idle_timeout: Duration::from_secs(60),
+    }];
+    assert_eq!(
+        ns.config().restart_keys(&new),
+        vec!["host_window", "dns_upstream", "forward"]
+    );
+    assert!(ns
+        .config()
+        .restart_keys(&ns.config().with_live(&new))
+        .is_empty());
+    ns.reconfigure(&new);
+    assert_eq!(ns.config().max_connections, 1);
+    assert_eq!(ns.config().host_window, 4096, "kept until a restart");
+    assert!(ns.config().forwards.is_empty(), "kept until a restart");
+    // The new host service answers; the new limit holds.
+    ns.handle_packet(
+        synth::udp(sa(CLIENT), sa("100.64.0.1:5353"), b"q").unwrap(),
+        now,
+    );
+    assert!(events(&mut ns).iter().any(|e| matches!(
+        e,
+        NetEvent::Connect { target, .. } if *target == sa("127.0.0.1:5353")
+    )));
+    ns.handle_packet(
+        synth::udp(sa(CLIENT), sa("203.0.113.2:7"), b"x").unwrap(),
+        now,
+    );
+    assert_eq!(ns.stats().refused_limit, 1);
+    // The shorter UDP idle timeout applies to the live flow.
+    ns.handle_timeout(now + Duration::from_secs(6));
+    assert_eq!(ns.connections(), 0);
 }
