@@ -11,6 +11,13 @@
 //! back-pressure tunnel -> host). Channels are unbounded but carry at most
 //! `host_window` bytes per flow each way, because the core hands out no more.
 //!
+//! A UDP port forward is one host socket bound to its `listen` address and
+//! one reader task; the datagrams go to the core through a bounded queue
+//! (`FORWARD_QUEUE`: when the core lags, the reader waits and the kernel's
+//! socket buffer drops the excess) and the core's replies are sent from the
+//! same socket without waiting (a full socket buffer drops them, as the
+//! kernel would for any UDP sender).
+//!
 //! Nothing here needs a privilege: TCP/UDP sockets to any address, listeners
 //! on unprivileged ports, and ICMP echo through `SOCK_DGRAM`/`IPPROTO_ICMP`
 //! ping sockets, which Linux allows to groups in `net.ipv4.ping_group_range`

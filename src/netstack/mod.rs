@@ -23,14 +23,35 @@
 //! - The gateway's own addresses: UDP/TCP port 53 goes to the DNS resolver
 //!   (when `dns` is on); `host_services` ports go to the host's loopback;
 //!   anything else is refused (RST / port unreachable).
-//! - **Port forwards** (host port -> service on a peer): the shell accepts a
-//!   host connection and calls [`Netstack::open_outbound`], which connects a
-//!   smoltcp socket from the gateway's tunnel address to the peer. Its packets
-//!   leave through the pipeline's `output` chain like any other.
+//! - **Port forwards** (host port -> service on a peer): TCP: the shell
+//!   accepts a host connection and calls [`Netstack::open_outbound`], which
+//!   connects a smoltcp socket from the gateway's tunnel address to the peer.
+//!   UDP: the shell hands each datagram of the forward's host socket to
+//!   [`Netstack::handle_forward_datagram`]; per host client an association
+//!   ([`udpfwd`]: idle timeout, bounded count) gives it a port of the
+//!   gateway's tunnel address, and the service's replies to that port come
+//!   back as [`NetEvent::ForwardReply`] for that client. Both leave through
+//!   the pipeline's `output` chain like any other packet the gateway
+//!   originates (rules, conntrack, IDS); the replies pass it as the flow's
+//!   reply direction.
+//! - **Fragments**: the pipeline judges the reassembled datagram and releases
+//!   its original fragments; the netstack reassembles them again (RFC 791 /
+//!   RFC 8200, the pipeline's reassembler) and relays the whole datagram.
+//!   Datagrams from the host are not fragmented: a UDP port forward's
+//!   datagram that does not fit the tunnel MTU is dropped and counted.
+//! - **Host errors**: a refused TCP connect is an RST to the client; an
+//!   unreachable host or net (TCP connect, or a UDP flow's socket reporting
+//!   EHOSTUNREACH/ENETUNREACH/ECONNREFUSED) an ICMP destination unreachable
+//!   (host 1 / net 0 / port 3; ICMPv6 address/no route/port).
+//! - **Reload**: [`Netstack::reconfigure`] takes
+//!   [`NetstackConfig::LIVE_KEYS`]; the rest waits for a restart and the
+//!   reload reports it ([`NetstackConfig::restart_keys`]).
 //!
 //! Bounds and back-pressure (nothing grows without a limit):
 //! - at most `max_connections` relayed flows (TCP, UDP and ping together);
 //!   beyond that a new TCP SYN gets an RST, UDP/ICMP are dropped and counted;
+//!   UDP port forward associations are bounded per forward (`max_flows`; they
+//!   hold no host socket of their own);
 //! - per TCP flow: smoltcp's receive and send buffers (fixed sizes), at most
 //!   `host_window` bytes handed to the host socket and not yet written
 //!   (tunnel -> host: when the host socket is slow the smoltcp receive buffer
