@@ -136,7 +136,7 @@ const NETSTACK_KEYS: &[&str] = &[
     "host_services",
     "forward",
 ];
-const FORWARD_KEYS: &[&str] = &["proto", "listen", "to"];
+const FORWARD_KEYS: &[&str] = &["proto", "listen", "to", "max_flows", "idle_timeout"];
 
 /// Zone names peers may not take: the fixed zones.
 const RESERVED_ZONE_NAMES: &[&str] = &["tun", "local", "host"];
@@ -1576,8 +1576,32 @@ impl Builder {
                 };
                 let listen = addr(self, "listen");
                 let to = addr(self, "to");
+                // UDP associations (netstack::udpfwd); the tunnel-side ports
+                // (49152..=65535) bound one forward's count.
+                let mut max_flows = PortForward::DEFAULT_MAX_FLOWS;
+                let mut idle_timeout = n.udp_idle_timeout;
+                if proto == Some(NsProto::Tcp) {
+                    for key in ["max_flows", "idle_timeout"] {
+                        if ft.map.get(key).is_some() {
+                            self.bad_at(ft, key, "only for proto = \"udp\" (TCP forwards use max_connections and tcp_idle_timeout)");
+                        }
+                    }
+                } else {
+                    if let Some(v) = self.ctx.int_at(ft, "max_flows", 1, 16384) {
+                        max_flows = v as usize;
+                    }
+                    if let Some(d) = self.duration_at(ft, "idle_timeout") {
+                        idle_timeout = d;
+                    }
+                }
                 if let (Some(proto), Some(listen), Some(to)) = (proto, listen, to) {
-                    n.forwards.push(PortForward { proto, listen, to });
+                    n.forwards.push(PortForward {
+                        proto,
+                        listen,
+                        to,
+                        max_flows,
+                        idle_timeout,
+                    });
                 }
             }
         }

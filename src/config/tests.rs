@@ -921,6 +921,18 @@ host_services = ["tcp/22", "udp/5353"]
 [[netstack.forward]]
 listen = "127.0.0.1:8022"
 to = "100.64.0.2:22"
+
+[[netstack.forward]]
+proto = "udp"
+listen = "127.0.0.1:5300"
+to = "100.64.0.2:53"
+max_flows = 64
+
+[[netstack.forward]]
+proto = "udp"
+listen = "127.0.0.1:5301"
+to = "100.64.0.2:53"
+idle_timeout = "15s"
 "#
     );
     let c = load_str(&text, "t.toml").unwrap();
@@ -934,9 +946,19 @@ to = "100.64.0.2:22"
     assert_eq!(n.dns_upstream, Some("203.0.113.53:53".parse().unwrap()));
     use crate::netstack::Proto;
     assert_eq!(n.host_services, vec![(Proto::Tcp, 22), (Proto::Udp, 5353)]);
-    assert_eq!(n.forwards.len(), 1);
+    assert_eq!(n.forwards.len(), 3);
     assert_eq!(n.forwards[0].proto, Proto::Tcp);
     assert_eq!(n.forwards[0].to, "100.64.0.2:22".parse().unwrap());
+    assert_eq!(n.forwards[1].proto, Proto::Udp);
+    assert_eq!(
+        (n.forwards[1].max_flows, n.forwards[1].idle_timeout),
+        (64, std::time::Duration::from_secs(120)),
+        "idle_timeout defaults to udp_idle_timeout"
+    );
+    assert_eq!(
+        (n.forwards[2].max_flows, n.forwards[2].idle_timeout),
+        (1024, std::time::Duration::from_secs(15))
+    );
     assert!(c.summary().contains("(netstack)"));
     assert!(crate::pipeline::PipelineConfig::from_config(&c).netstack);
 }
@@ -955,6 +977,19 @@ bogus = 1
 [[netstack.forward]]
 proto = "icmp"
 listen = "nowhere"
+
+[[netstack.forward]]
+proto = "tcp"
+listen = "127.0.0.1:1"
+to = "100.64.0.2:1"
+max_flows = 5
+
+[[netstack.forward]]
+proto = "udp"
+listen = "127.0.0.1:2"
+to = "100.64.0.2:2"
+max_flows = 20000
+idle_timeout = "0s"
 "#,
     );
     assert_problem(&e, "netstack.max_connections", &["1"]);
@@ -966,6 +1001,9 @@ listen = "nowhere"
     assert_problem(&e, "netstack.forward[0].proto", &["tcp"]);
     assert_problem(&e, "netstack.forward[0].listen", &["127.0.0.1:8080"]);
     assert_problem(&e, "netstack.forward[0].to", &[]);
+    assert_problem(&e, "netstack.forward[1].max_flows", &["udp"]);
+    assert_problem(&e, "netstack.forward[2].max_flows", &["16384"]);
+    assert_problem(&e, "netstack.forward[2].idle_timeout", &[]);
 }
 
 mod ids_section {

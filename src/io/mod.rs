@@ -428,10 +428,7 @@ impl Shell {
                 h = net_next(&mut self.net) => {
                     let now = Instant::now();
                     if let Some(net) = self.net.as_mut() {
-                        match h {
-                            netstack::NetInput::Host(id, input) => net.core.handle_host(id, input, now),
-                            netstack::NetInput::Accept(to, s) => net.on_accept(to, s, now),
-                        }
+                        net.handle(h, now);
                     }
                     self.flush_outs(now).await;
                 }
@@ -676,6 +673,11 @@ impl Shell {
         keep.pipeline.fragments = self.settings.pipeline.fragments;
         keep.log = self.settings.log;
         keep.eve_log = self.settings.eve_log.clone();
+        keep.mode = self.settings.mode;
+        keep.netstack = self.settings.netstack.with_live(&keep.netstack);
+        if let Some(net) = self.net.as_mut() {
+            net.reconfigure(&keep.netstack);
+        }
         self.settings = keep;
         Ok(crate::control::ReloadReport {
             config: l.config.source.display().to_string(),

@@ -11,6 +11,13 @@
 //! back-pressure tunnel -> host). Channels are unbounded but carry at most
 //! `host_window` bytes per flow each way, because the core hands out no more.
 //!
+//! A UDP port forward is one host socket bound to its `listen` address and
+//! one reader task; the datagrams go to the core through a bounded queue
+//! (`FORWARD_QUEUE`: when the core lags, the reader waits and the kernel's
+//! socket buffer drops the excess) and the core's replies are sent from the
+//! same socket without waiting (a full socket buffer drops them, as the
+//! kernel would for any UDP sender).
+//!
 //! Nothing here needs a privilege: TCP/UDP sockets to any address, listeners
 //! on unprivileged ports, and ICMP echo through `SOCK_DGRAM`/`IPPROTO_ICMP`
 //! ping sockets, which Linux allows to groups in `net.ipv4.ping_group_range`
@@ -43,7 +50,15 @@ struct Handles {
 pub enum NetInput {
     Host(ConnId, HostInput),
     Accept(SocketAddr, TcpStream),
+    /// A datagram on UDP port forward `.0` (its index in the forward list)
+    /// from host client `.1`.
+    Datagram(usize, SocketAddr, Vec<u8>),
 }
+
+/// Datagrams read from the UDP forwards' sockets and not yet taken by the
+/// core: the reader tasks wait when this many are queued, so a flood fills
+/// the kernel's socket buffer (and is dropped there), not this process.
+const FORWARD_QUEUE: usize = 256;
 
 /// The host side of netstack mode.
 pub struct NetShell {
@@ -51,6 +66,9 @@ pub struct NetShell {
     tx: UnboundedSender<(ConnId, HostInput)>,
     rx: UnboundedReceiver<(ConnId, HostInput)>,
     accept_rx: UnboundedReceiver<(SocketAddr, TcpStream)>,
+    dgram_rx: tokio::sync::mpsc::Receiver<(usize, SocketAddr, Vec<u8>)>,
+    /// The UDP forwards' listening sockets, by forward index.
+    udp_forwards: HashMap<usize, std::sync::Arc<UdpSocket>>,
     conns: HashMap<ConnId, Handles>,
     connect_timeout: Duration,
     ping_warned: bool,
@@ -95,7 +113,9 @@ impl NetShell {
             None => None,
         };
         let (accept_tx, accept_rx) = unbounded_channel();
-        for f in &cfg.forwards {
+        let (dgram_tx, dgram_rx) = tokio::sync::mpsc::channel(FORWARD_QUEUE);
+        let mut udp_forwards = HashMap::new();
+        for (index, f) in cfg.forwards.iter().enumerate() {
             match f.proto {
                 Proto::Tcp => {
                     let l = TcpListener::bind(f.listen)
@@ -120,7 +140,28 @@ impl NetShell {
                     });
                 }
                 Proto::Udp => {
-                    tracing::warn!(listen = %f.listen, "netstack: UDP port forwards are not supported yet; ignored");
+                    let s = UdpSocket::bind(f.listen).await.with_context(|| {
+                        format!("netstack.forward: listening on udp {}", f.listen)
+                    })?;
+                    let s = std::sync::Arc::new(s);
+                    tracing::info!(listen = %f.listen, to = %f.to, max_flows = f.max_flows, "port forward (udp)");
+                    udp_forwards.insert(index, s.clone());
+                    let tx = dgram_tx.clone();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 65_536];
+                        loop {
+                            match s.recv_from(&mut buf).await {
+                                Ok((n, from)) => {
+                                    let d = buf.get(..n).unwrap_or_default().to_vec();
+                                    if tx.send((index, from, d)).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                // ICMP errors for earlier replies (ECONNREFUSED ...): not fatal.
+                                Err(e) => tracing::debug!(error = %e, "udp forward receive"),
+                            }
+                        }
+                    });
                 }
             }
         }
@@ -144,6 +185,8 @@ impl NetShell {
             tx,
             rx,
             accept_rx,
+            dgram_rx,
+            udp_forwards,
             conns: HashMap::new(),
             connect_timeout,
             ping_warned: false,
@@ -156,7 +199,23 @@ impl NetShell {
         tokio::select! {
             Some((id, input)) = self.rx.recv() => NetInput::Host(id, input),
             Some((to, s)) = self.accept_rx.recv() => NetInput::Accept(to, s),
+            Some((f, from, d)) = self.dgram_rx.recv() => NetInput::Datagram(f, from, d),
             else => std::future::pending().await,
+        }
+    }
+
+    /// A hot reload's netstack settings (see [`Netstack::reconfigure`]).
+    pub fn reconfigure(&mut self, new: &NetstackConfig) {
+        self.core.reconfigure(new);
+        self.connect_timeout = self.core.config().connect_timeout;
+    }
+
+    /// Hands a host-side happening to the core.
+    pub fn handle(&mut self, input: NetInput, now: std::time::Instant) {
+        match input {
+            NetInput::Host(id, input) => self.core.handle_host(id, input, now),
+            NetInput::Accept(to, s) => self.on_accept(to, s, now),
+            NetInput::Datagram(f, from, d) => self.core.handle_forward_datagram(f, from, &d, now),
         }
     }
 
@@ -217,6 +276,15 @@ impl NetShell {
                 NetEvent::Close { id } => {
                     // Dropping the senders ends both tasks (and closes the socket).
                     self.conns.remove(&id);
+                }
+                NetEvent::ForwardReply { forward, to, data } => {
+                    // Non-blocking: a full socket buffer drops the datagram,
+                    // as the kernel would.
+                    if let Some(s) = self.udp_forwards.get(&forward) {
+                        if let Err(e) = s.try_send_to(&data, to) {
+                            tracing::debug!(%to, error = %e, "udp forward reply");
+                        }
+                    }
                 }
             }
         }
@@ -349,7 +417,10 @@ fn spawn_udp(id: ConnId, target: SocketAddr, tx: UnboundedSender<(ConnId, HostIn
             }
         };
         if let Err(e) = s.connect(target).await {
+            // No route: the core answers with an ICMP unreachable; then the
+            // flow ends (the next datagram tries again).
             let _ = tx.send((id, HostInput::Failed(FailKind::from_io(&e))));
+            let _ = tx.send((id, HostInput::Closed));
             return;
         }
         datagram_loop(id, s, wrx, grx, tx).await;
@@ -384,6 +455,15 @@ fn spawn_ping(id: ConnId, s: UdpSocket, tx: UnboundedSender<(ConnId, HostInput)>
     }
 }
 
+/// The ICMP errors a connected datagram socket reports that the core turns
+/// into ICMP unreachable towards the client; `None` for other errors.
+fn unreachable(e: &std::io::Error) -> Option<FailKind> {
+    match FailKind::from_io(e) {
+        k @ (FailKind::Refused | FailKind::HostUnreachable | FailKind::NetUnreachable) => Some(k),
+        _ => None,
+    }
+}
+
 /// Sends what the core hands over; receives as far as granted.
 async fn datagram_loop(
     id: ConnId,
@@ -398,12 +478,13 @@ async fn datagram_loop(
         tokio::select! {
             c = wrx.recv() => match c {
                 Some(WriteCmd::Data(d)) => {
-                    match s.send(&d).await {
-                        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                            let _ = tx.send((id, HostInput::Failed(FailKind::Refused)));
+                    if let Err(e) = s.send(&d).await {
+                        match unreachable(&e) {
+                            Some(k) => {
+                                let _ = tx.send((id, HostInput::Failed(k)));
+                            }
+                            None => tracing::debug!(error = %e, "netstack: datagram send"),
                         }
-                        Err(e) => tracing::debug!(error = %e, "netstack: datagram send"),
-                        Ok(_) => {}
                     }
                     let _ = tx.send((id, HostInput::Written(d.len())));
                 }
@@ -419,11 +500,14 @@ async fn datagram_loop(
                     credit = credit.saturating_sub(n.max(1));
                     let _ = tx.send((id, HostInput::Data(buf.get(..n).unwrap_or_default().to_vec())));
                 }
-                // ICMP port unreachable for an earlier send (connected socket).
-                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                    let _ = tx.send((id, HostInput::Failed(FailKind::Refused)));
-                }
-                Err(e) => tracing::debug!(error = %e, "netstack: datagram receive"),
+                // ICMP port/host/net unreachable for an earlier send
+                // (a connected socket reports it on the next call).
+                Err(e) => match unreachable(&e) {
+                    Some(k) => {
+                        let _ = tx.send((id, HostInput::Failed(k)));
+                    }
+                    None => tracing::debug!(error = %e, "netstack: datagram receive"),
+                },
             }
         }
     }

@@ -8,7 +8,10 @@
 //! rates. What waits for a restart (reported, not an error): the interface
 //! (name, addresses, MTU, port, private key, user), the control socket, the
 //! metrics address, the EVE and capture files, conntrack and fragment sizes,
-//! log level and format.
+//! log level and format, the interface mode. In netstack mode the `[netstack]`
+//! keys in `NetstackConfig::LIVE_KEYS` apply live (limits, timeouts, buffer
+//! sizes of new flows, host services); `host_window`, `dns`, `dns_upstream`
+//! and the port forwards are reported as waiting for a restart.
 //!
 //! The IDS (`[ids]`): the rule files are read again and the rule set is
 //! compiled here, off the data path, then swapped in at once
@@ -153,6 +156,12 @@ pub fn needs_restart(old: &RunSettings, new: &RunSettings) -> Vec<String> {
     );
     check(old.log != new.log, "[log]");
     check(old.eve_log != new.eve_log, "ids.eve_log");
+    check(old.mode != new.mode, "interface.mode");
+    if old.mode == crate::config::Mode::Netstack {
+        for k in old.netstack.restart_keys(&new.netstack) {
+            v.push(format!("netstack.{k}"));
+        }
+    }
     v
 }
 

@@ -23,14 +23,35 @@
 //! - The gateway's own addresses: UDP/TCP port 53 goes to the DNS resolver
 //!   (when `dns` is on); `host_services` ports go to the host's loopback;
 //!   anything else is refused (RST / port unreachable).
-//! - **Port forwards** (host port -> service on a peer): the shell accepts a
-//!   host connection and calls [`Netstack::open_outbound`], which connects a
-//!   smoltcp socket from the gateway's tunnel address to the peer. Its packets
-//!   leave through the pipeline's `output` chain like any other.
+//! - **Port forwards** (host port -> service on a peer): TCP: the shell
+//!   accepts a host connection and calls [`Netstack::open_outbound`], which
+//!   connects a smoltcp socket from the gateway's tunnel address to the peer.
+//!   UDP: the shell hands each datagram of the forward's host socket to
+//!   [`Netstack::handle_forward_datagram`]; per host client an association
+//!   ([`udpfwd`]: idle timeout, bounded count) gives it a port of the
+//!   gateway's tunnel address, and the service's replies to that port come
+//!   back as [`NetEvent::ForwardReply`] for that client. Both leave through
+//!   the pipeline's `output` chain like any other packet the gateway
+//!   originates (rules, conntrack, IDS); the replies pass it as the flow's
+//!   reply direction.
+//! - **Fragments**: the pipeline judges the reassembled datagram and releases
+//!   its original fragments; the netstack reassembles them again (RFC 791 /
+//!   RFC 8200, the pipeline's reassembler) and relays the whole datagram.
+//!   Datagrams from the host are not fragmented: a UDP port forward's
+//!   datagram that does not fit the tunnel MTU is dropped and counted.
+//! - **Host errors**: a refused TCP connect is an RST to the client; an
+//!   unreachable host or net (TCP connect, or a UDP flow's socket reporting
+//!   EHOSTUNREACH/ENETUNREACH/ECONNREFUSED) an ICMP destination unreachable
+//!   (host 1 / net 0 / port 3; ICMPv6 address/no route/port).
+//! - **Reload**: [`Netstack::reconfigure`] takes
+//!   [`NetstackConfig::LIVE_KEYS`]; the rest waits for a restart and the
+//!   reload reports it ([`NetstackConfig::restart_keys`]).
 //!
 //! Bounds and back-pressure (nothing grows without a limit):
 //! - at most `max_connections` relayed flows (TCP, UDP and ping together);
 //!   beyond that a new TCP SYN gets an RST, UDP/ICMP are dropped and counted;
+//!   UDP port forward associations are bounded per forward (`max_flows`; they
+//!   hold no host socket of their own);
 //! - per TCP flow: smoltcp's receive and send buffers (fixed sizes), at most
 //!   `host_window` bytes handed to the host socket and not yet written
 //!   (tunnel -> host: when the host socket is slow the smoltcp receive buffer
@@ -50,8 +71,10 @@
 pub mod device;
 #[cfg(test)]
 mod tests;
+pub mod udpfwd;
 
-use crate::packet::{self, build, proto, tcp_flags, L4};
+use crate::packet::frag::{FragResult, Reassembler};
+use crate::packet::{self, build, proto, tcp_flags, FragConfig, L4};
 use crate::zone::ZoneId;
 use device::QueueDevice;
 use siphasher::sip::SipHasher13;
@@ -87,6 +110,17 @@ pub struct PortForward {
     pub listen: SocketAddr,
     /// The peer's service (an address inside some peer's AllowedIPs).
     pub to: SocketAddr,
+    /// UDP: most host clients with an association at once (see [`udpfwd`]).
+    pub max_flows: usize,
+    /// UDP: an association idle this long is dropped.
+    pub idle_timeout: Duration,
+}
+
+impl PortForward {
+    /// Per-forward UDP association bound: like `max_connections`, a small
+    /// NAT box's worth; each association costs a table entry and one of the
+    /// 16,384 tunnel-side ports (no host socket: the forward's own serves all).
+    pub const DEFAULT_MAX_FLOWS: usize = 1024;
 }
 
 /// The netstack's settings (the `[netstack]` config section).
@@ -149,6 +183,58 @@ impl Default for NetstackConfig {
     }
 }
 
+impl NetstackConfig {
+    /// The keys a hot reload applies live (to the flows opened from then
+    /// on, and the timeouts and the limit to every flow at the next
+    /// housekeeping); every other key needs a restart.
+    pub const LIVE_KEYS: &'static [&'static str] = &[
+        "max_connections",
+        "tcp_rx_buffer",
+        "tcp_tx_buffer",
+        "tcp_idle_timeout",
+        "udp_idle_timeout",
+        "icmp_idle_timeout",
+        "connect_timeout",
+        "host_services",
+    ];
+
+    /// `self` (the running settings) with the live keys taken from `new`.
+    pub fn with_live(&self, new: &NetstackConfig) -> NetstackConfig {
+        NetstackConfig {
+            max_connections: new.max_connections,
+            tcp_rx_buffer: new.tcp_rx_buffer,
+            tcp_tx_buffer: new.tcp_tx_buffer,
+            tcp_idle_timeout: new.tcp_idle_timeout,
+            udp_idle_timeout: new.udp_idle_timeout,
+            icmp_idle_timeout: new.icmp_idle_timeout,
+            connect_timeout: new.connect_timeout,
+            host_services: new.host_services.clone(),
+            ..self.clone()
+        }
+    }
+
+    /// The changed keys a reload cannot apply (they need a restart):
+    /// `host_window` (in-flight accounting of live flows), `dns` and
+    /// `dns_upstream` (the resolver is chosen at start) and `forward` (the
+    /// listening sockets are bound at start).
+    pub fn restart_keys(&self, new: &NetstackConfig) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.host_window != new.host_window {
+            v.push("host_window");
+        }
+        if self.dns != new.dns {
+            v.push("dns");
+        }
+        if self.dns_upstream != new.dns_upstream {
+            v.push("dns_upstream");
+        }
+        if self.forwards != new.forwards {
+            v.push("forward");
+        }
+        v
+    }
+}
+
 /// A relayed flow's id (never reused).
 pub type ConnId = u64;
 
@@ -180,6 +266,14 @@ pub enum NetEvent {
     ShutdownHost { id: ConnId },
     /// The flow is gone: close the host socket.
     Close { id: ConnId },
+    /// A UDP port forward's reply: send `data` from forward `forward`'s
+    /// listening socket (its index in the config's forward list) to the
+    /// host client `to`.
+    ForwardReply {
+        forward: usize,
+        to: SocketAddr,
+        data: Vec<u8>,
+    },
 }
 
 /// Why a host connect failed.
@@ -239,6 +333,8 @@ pub struct NetStats {
     pub idle_closed: u64,
     pub dropped: u64,
     pub echo_local: u64,
+    /// UDP port forwards' associations.
+    pub udp_forward: udpfwd::UdpFwdStats,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -286,6 +382,17 @@ impl BuildHasher for Keyed {
 
 /// Largest chunk moved between smoltcp and the host at once (a socket read's size).
 const CHUNK: usize = 64 * 1024;
+/// Reassembly of what the pipeline released: it releases a datagram's
+/// fragments all at once, and only complete, judged datagrams, so little is
+/// ever held; the bounds are the kernel's defaults (`FragConfig::default`:
+/// 4 MiB, 64 fragments a datagram) with a shorter hold (fragments that do
+/// not complete at once never will).
+const NETSTACK_FRAG: FragConfig = FragConfig {
+    max_bytes: 4 << 20,
+    max_datagrams: 1024,
+    max_fragments: 64,
+    timeout: Duration::from_secs(5),
+};
 /// Local ports for gateway-initiated connections (the IANA dynamic range, RFC 6335).
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
 
@@ -305,6 +412,10 @@ pub struct Netstack {
     events: VecDeque<NetEvent>,
     out: VecDeque<NetTransmit>,
     stats: NetStats,
+    udp_fwd: udpfwd::UdpForwards,
+    mtu: usize,
+    /// Reassembles the fragments the pipeline releases (see `handle_packet`).
+    frag: Reassembler,
 }
 
 impl std::fmt::Debug for Netstack {
@@ -369,6 +480,7 @@ impl Netstack {
         let _ = iface
             .routes_mut()
             .add_default_ipv4_route(smoltcp::wire::Ipv4Address::new(192, 0, 2, 1));
+        let udp_fwd = udpfwd::UdpForwards::new(&cfg.forwards, &local_addrs, hash_key);
         Netstack {
             cfg,
             local_addrs,
@@ -384,6 +496,9 @@ impl Netstack {
             events: VecDeque::new(),
             out: VecDeque::new(),
             stats: NetStats::default(),
+            udp_fwd,
+            mtu,
+            frag: Reassembler::new(NETSTACK_FRAG, (hash_key.1, hash_key.0)),
         }
     }
 
@@ -396,8 +511,49 @@ impl Netstack {
         &self.cfg
     }
 
-    pub fn stats(&self) -> &NetStats {
-        &self.stats
+    /// A hot reload: takes the live keys of `new` (see
+    /// [`NetstackConfig::LIVE_KEYS`]); the others keep their running values.
+    pub fn reconfigure(&mut self, new: &NetstackConfig) {
+        self.cfg = self.cfg.with_live(new);
+    }
+
+    pub fn stats(&self) -> NetStats {
+        NetStats {
+            udp_forward: self.udp_fwd.stats().clone(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// UDP port forward associations right now.
+    pub fn udp_forward_flows(&self) -> usize {
+        self.udp_fwd.len()
+    }
+
+    /// A datagram from host client `client` on UDP port forward `forward`
+    /// (its index in the config's forward list): it leaves into the tunnel
+    /// from the gateway's tunnel address and the client's association port
+    /// (through the pipeline's `output` chain). Datagrams that would not fit
+    /// the tunnel MTU unfragmented are dropped and counted (the relay does
+    /// not fragment).
+    pub fn handle_forward_datagram(
+        &mut self,
+        forward: usize,
+        client: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) {
+        let Some((local, to)) = self.udp_fwd.outbound(forward, client, now) else {
+            return;
+        };
+        // IPv4 20 + UDP 8, IPv6 40 + UDP 8 bytes of headers.
+        let headers = if to.is_ipv4() { 28 } else { 48 };
+        if data.len() + headers > self.mtu {
+            self.stats.dropped += 1;
+            return;
+        }
+        if let Some(p) = packet::synth::udp(local, to, data) {
+            self.emit(p);
+        }
     }
 
     /// Relayed flows right now.
@@ -474,9 +630,20 @@ impl Netstack {
             return;
         };
         if meta.frag.is_some() {
-            // The pipeline releases original fragments; the relay needs whole
-            // datagrams (the tunnel MTU keeps TCP unfragmented).
-            self.stats.dropped += 1;
+            // The pipeline judged the reassembled datagram and releases its
+            // original fragments (back to back); the relay needs the whole
+            // datagram, so it reassembles them again.
+            match self.frag.handle(&pkt, &meta, ZoneId::LOCAL, now) {
+                FragResult::Complete { datagram, .. } => {
+                    if packet::parse(&datagram).is_ok_and(|m| m.frag.is_none()) {
+                        self.handle_packet(datagram, now);
+                    } else {
+                        self.stats.dropped += 1;
+                    }
+                }
+                FragResult::Incomplete => {}
+                FragResult::Dropped(_) => self.stats.dropped += 1,
+            }
             return;
         }
         match meta.l4 {
@@ -542,6 +709,15 @@ impl Netstack {
                     .get(usize::from(meta.payload_offset)..usize::from(meta.total_len))
                     .unwrap_or_default()
                     .to_vec();
+                // A UDP port forward's target answering its host client.
+                if let Some((forward, to)) = self.udp_fwd.inbound(key.server, key.client, now) {
+                    self.events.push_back(NetEvent::ForwardReply {
+                        forward,
+                        to,
+                        data: payload,
+                    });
+                    return;
+                }
                 let id = match self.by_key.get(&key) {
                     Some(&id) => id,
                     None => {
@@ -709,14 +885,27 @@ impl Netstack {
             (Kind::Udp | Kind::Ping, HostInput::Written(n)) => {
                 c.inflight = c.inflight.saturating_sub(n);
             }
-            (Kind::Udp, HostInput::Failed(FailKind::Refused)) => {
-                // The host got an ICMP port unreachable for an earlier
-                // datagram (ECONNREFUSED on a connected socket): tell the
-                // client the same way, quoting a datagram of this flow.
+            (
+                Kind::Udp,
+                HostInput::Failed(
+                    f @ (FailKind::Refused | FailKind::HostUnreachable | FailKind::NetUnreachable),
+                ),
+            ) => {
+                // The host got an ICMP port/host/net unreachable for an
+                // earlier datagram (ECONNREFUSED, EHOSTUNREACH, ENETUNREACH
+                // on a connected socket): tell the client the same way
+                // (RFC 792 codes 3, 1, 0; `icmp_unreachable` maps them to
+                // ICMPv6 for IPv6), quoting a datagram of this flow. The
+                // flow stays: UDP has no connection to lose.
+                let code = match f {
+                    FailKind::Refused => 3,
+                    FailKind::HostUnreachable => 1,
+                    _ => 0,
+                };
                 let q = packet::synth::udp(key.client, key.server, b"");
                 if let Some(q) = q {
                     if let Ok(m) = packet::parse(&q) {
-                        if let Some(r) = build::icmp_unreachable(&q, &m, 3, None) {
+                        if let Some(r) = build::icmp_unreachable(&q, &m, code, None) {
                             self.emit(r);
                         }
                     }
@@ -943,6 +1132,8 @@ impl Netstack {
     /// caused, like a time-wait ending). O(flows).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.poll_iface(now);
+        self.udp_fwd.expire(now);
+        self.frag.expire(now);
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             let Some(c) = self.conns.get(&id) else {

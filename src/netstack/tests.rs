@@ -525,4 +525,268 @@ fn udp_towards_a_stuck_host_socket_is_bounded_and_refusals_become_icmp() {
         other => panic!("{other:?}"),
     }
     assert_eq!(ns.connections(), 1);
+    // Host and net unreachable become ICMP host (1) and net (0) unreachable.
+    for (f, code) in [
+        (FailKind::HostUnreachable, 1),
+        (FailKind::NetUnreachable, 0),
+    ] {
+        ns.handle_host(id, HostInput::Failed(f), now);
+        let tx = transmits(&mut ns);
+        match tx.first().map(|(_, m)| m.l4) {
+            Some(L4::Icmp(i)) => assert_eq!((i.ty, i.code), (3, code)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(ns.connections(), 1, "the UDP flow stays");
+}
+
+/// A pipeline in netstack mode whose chains accept everything.
+fn netstack_pipeline(now: Instant) -> crate::pipeline::Pipeline {
+    use crate::pipeline::{testbed, Pipeline};
+    use crate::rules::{Action, ChainDef, Rule};
+    let mut pc = testbed::config(ChainDef {
+        rules: vec![Rule::any(Action::Accept)],
+        policy: Action::Drop,
+    });
+    pc.netstack = true;
+    Pipeline::new(pc, testbed::KEY, now)
+}
+
+#[test]
+fn udp_port_forward_round_trip_through_the_pipeline() {
+    use crate::verdict::Verdict;
+    let now = Instant::now();
+    let laptop = ZoneId::peer(0);
+    let mut pl = netstack_pipeline(now);
+    let mut c = cfg();
+    c.forwards = vec![
+        PortForward {
+            proto: Proto::Tcp,
+            listen: sa("127.0.0.1:8080"),
+            to: sa("100.64.0.2:80"),
+            max_flows: 1,
+            idle_timeout: Duration::from_secs(60),
+        },
+        PortForward {
+            proto: Proto::Udp,
+            listen: sa("127.0.0.1:5300"),
+            to: sa("100.64.0.2:53"),
+            max_flows: 8,
+            idle_timeout: Duration::from_secs(60),
+        },
+    ];
+    let mut ns = stack(c, now);
+    let (alice, bob) = (sa("127.0.0.1:1111"), sa("127.0.0.1:2222"));
+    let mut locals = Vec::new();
+    for (client, msg) in [(alice, &b"from alice"[..]), (bob, b"from bob")] {
+        ns.handle_forward_datagram(1, client, msg, now);
+        let mut t = ns.poll_transmit().expect("a datagram into the tunnel");
+        assert_eq!(t.zone, ZoneId::LOCAL, "gateway-originated: chain output");
+        let m = packet::parse(&t.packet).unwrap();
+        assert_eq!(m.src, GW.parse::<IpAddr>().unwrap());
+        let L4::Udp { sport, dport } = m.l4 else {
+            panic!("not udp")
+        };
+        assert_eq!((m.dst, dport), (sa("100.64.0.2:53").ip(), 53));
+        assert_eq!(&t.packet[usize::from(m.payload_offset)..], msg);
+        assert_eq!(
+            pl.handle(&mut t.packet, t.zone, now),
+            Verdict::Forward(laptop)
+        );
+        locals.push(SocketAddr::new(m.src, sport));
+    }
+    assert_ne!(locals[0], locals[1]);
+    assert_eq!(ns.udp_forward_flows(), 2);
+    // The service answers bob first, then alice; each reply goes back to its client.
+    for (local, client, msg) in [
+        (locals[1], bob, &b"to bob"[..]),
+        (locals[0], alice, b"to alice"),
+    ] {
+        let mut r = synth::udp(sa("100.64.0.2:53"), local, msg).unwrap();
+        assert_eq!(
+            pl.handle(&mut r, laptop, now),
+            Verdict::Forward(ZoneId::LOCAL),
+            "a reply of the forward's flow"
+        );
+        ns.handle_packet(r, now);
+        assert_eq!(
+            events(&mut ns),
+            vec![NetEvent::ForwardReply {
+                forward: 1,
+                to: client,
+                data: msg.to_vec()
+            }]
+        );
+    }
+    // Another source sending to an association's port is not a reply.
+    ns.handle_packet(
+        synth::udp(sa("100.64.0.3:53"), locals[0], b"x").unwrap(),
+        now,
+    );
+    assert!(!events(&mut ns)
+        .iter()
+        .any(|e| matches!(e, NetEvent::ForwardReply { .. })));
+    // (it is a datagram to a closed port of the gateway: port unreachable)
+    let tx = transmits(&mut ns);
+    assert!(
+        matches!(tx.as_slice(), [(_, m)] if matches!(m.l4, L4::Icmp(i) if (i.ty, i.code) == (3, 3)))
+    );
+    // The TCP forward's index takes no datagrams; oversized ones are dropped.
+    let before = ns.stats().dropped;
+    ns.handle_forward_datagram(0, alice, b"x", now);
+    ns.handle_forward_datagram(1, alice, &[0u8; 1500], now);
+    assert!(transmits(&mut ns).is_empty());
+    assert_eq!(ns.stats().dropped, before + 1);
+    // Idle associations expire in the housekeeping.
+    ns.handle_timeout(now + Duration::from_secs(61));
+    assert_eq!(ns.udp_forward_flows(), 0);
+    assert_eq!(ns.stats().udp_forward.expired, 2);
+}
+
+/// A DNS query message for `name` (type A, class IN).
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in name.split('.') {
+        m.push(l.len() as u8);
+        m.extend_from_slice(l.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    m
+}
+
+#[test]
+fn dns_to_the_relay_passes_the_ids_dns_query_match() {
+    use crate::ids::rule::{load_text, LoadReport, Vars};
+    use crate::ids::{Ids, IdsConfig, Mode};
+    use crate::verdict::{DropReason, Verdict};
+    let rules = "drop dns any any -> any any (msg:\"blocked name\"; dns.query; content:\"blocked.example\"; sid:4711;)\n";
+    for mode in [Mode::Prevent, Mode::Detect] {
+        let now = Instant::now();
+        let laptop = ZoneId::peer(0);
+        let mut pl = netstack_pipeline(now);
+        let (mut sigs, mut rep) = (Vec::new(), LoadReport::default());
+        load_text(rules, &Vars::suricata_defaults(), &mut sigs, &mut rep);
+        assert_eq!(sigs.len(), 1, "{}", rep.render());
+        pl.set_ids(Some(Ids::new(
+            sigs,
+            IdsConfig {
+                mode,
+                ..IdsConfig::default()
+            },
+            (3, 4),
+        )));
+        let mut ns = stack(cfg(), now);
+        let relay = sa("100.64.0.1:53");
+        // An innocent name goes through to the resolver, no alert.
+        let mut q = synth::udp(sa(CLIENT), relay, &dns_query("www.example.org")).unwrap();
+        assert_eq!(
+            pl.handle(&mut q, laptop, now),
+            Verdict::Forward(ZoneId::LOCAL)
+        );
+        assert!(pl.poll_ids_alert().is_none());
+        // The blocked name, from another client port (a new flow).
+        let mut q = synth::udp(
+            sa("100.64.0.2:40001"),
+            relay,
+            &dns_query("www.blocked.example"),
+        )
+        .unwrap();
+        let v = pl.handle(&mut q, laptop, now);
+        let (a, peer) = pl.poll_ids_alert().expect("an alert in both modes");
+        assert_eq!(a.sid, 4711);
+        assert_eq!(peer, Some(laptop));
+        match mode {
+            Mode::Prevent => assert_eq!(v, Verdict::Drop(DropReason::Ids)),
+            Mode::Detect => {
+                assert_eq!(v, Verdict::Forward(ZoneId::LOCAL));
+                // Detect mode: the relay still gets the query.
+                ns.handle_packet(q, now);
+                assert!(events(&mut ns).iter().any(|e| matches!(
+                    e,
+                    NetEvent::Connect { target, kind: Kind::Udp, .. } if *target == sa(RESOLVER)
+                )));
+            }
+        }
+    }
+}
+
+#[test]
+fn fragmented_udp_reaches_the_relay_whole() {
+    use crate::packet::testutil::frag_v4;
+    use crate::verdict::Verdict;
+    let now = Instant::now();
+    let laptop = ZoneId::peer(0);
+    let mut pl = netstack_pipeline(now);
+    let mut ns = stack(cfg(), now);
+    let payload: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+    let whole = synth::udp(sa(CLIENT), sa("203.0.113.2:7"), &payload).unwrap();
+    let frags = frag_v4(&whole, &[1400, 2800], 77);
+    assert_eq!(frags.len(), 3);
+    for mut f in frags {
+        assert_eq!(pl.handle(&mut f, laptop, now), Verdict::Held);
+    }
+    // The pipeline released the judged datagram's fragments towards `host`.
+    while let Some(t) = pl.poll_transmit() {
+        assert_eq!(t.zone, ZoneId::HOST);
+        ns.handle_packet(t.packet, now);
+    }
+    let ev = events(&mut ns);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, NetEvent::ToHost { data, .. } if *data == payload)),
+        "{ev:?}"
+    );
+    assert_eq!(ns.stats().dropped, 0);
+    // A lone fragment is held (and expires), never relayed.
+    let lone = frag_v4(&whole, &[1400], 78).remove(0);
+    ns.handle_packet(lone, now);
+    assert!(events(&mut ns).is_empty());
+}
+
+#[test]
+fn reload_applies_live_keys_and_names_the_others() {
+    let now = Instant::now();
+    let mut ns = stack(cfg(), now); // max_connections 4
+    let mut new = cfg();
+    new.max_connections = 1;
+    new.udp_idle_timeout = Duration::from_secs(5);
+    new.host_services = vec![(Proto::Udp, 5353)];
+    new.host_window = 1 << 20;
+    new.dns_upstream = Some(sa("203.0.113.9:53"));
+    new.forwards = vec![PortForward {
+        proto: Proto::Udp,
+        listen: sa("127.0.0.1:5300"),
+        to: sa("100.64.0.2:53"),
+        max_flows: 8,
+        idle_timeout: Duration::from_secs(60),
+    }];
+    assert_eq!(
+        ns.config().restart_keys(&new),
+        vec!["host_window", "dns_upstream", "forward"]
+    );
+    assert!(ns
+        .config()
+        .restart_keys(&ns.config().with_live(&new))
+        .is_empty());
+    ns.reconfigure(&new);
+    assert_eq!(ns.config().max_connections, 1);
+    assert_eq!(ns.config().host_window, 4096, "kept until a restart");
+    assert!(ns.config().forwards.is_empty(), "kept until a restart");
+    // The new host service answers; the new limit holds.
+    ns.handle_packet(
+        synth::udp(sa(CLIENT), sa("100.64.0.1:5353"), b"q").unwrap(),
+        now,
+    );
+    assert!(events(&mut ns).iter().any(|e| matches!(
+        e,
+        NetEvent::Connect { target, .. } if *target == sa("127.0.0.1:5353")
+    )));
+    ns.handle_packet(
+        synth::udp(sa(CLIENT), sa("203.0.113.2:7"), b"x").unwrap(),
+        now,
+    );
+    assert_eq!(ns.stats().refused_limit, 1);
+    // The shorter UDP idle timeout applies to the live flow.
+    ns.handle_timeout(now + Duration::from_secs(6));
+    assert_eq!(ns.connections(), 0);
 }
