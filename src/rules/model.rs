@@ -95,6 +95,9 @@ pub struct Rule {
     pub action: Action,
     /// Emit a log event when this rule matches.
     pub log: bool,
+    /// Block the source of matching new-flow packets for this long
+    /// (`block = "10m"`, see [`crate::blocklist`]).
+    pub block: Option<std::time::Duration>,
 }
 
 impl Rule {
@@ -116,6 +119,7 @@ impl Rule {
             family: None,
             action,
             log: false,
+            block: None,
         }
     }
 }

@@ -486,6 +486,7 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
             family,
             action,
             log,
+            block: None,
         },
     )
 }
