@@ -122,17 +122,27 @@ enum CtlCommand {
     /// load-balancer backends and NAT counters; `nat drain|undrain BACKEND`
     /// marks a backend down/up at run time.
     Nat(CtlNatArgs),
-    /// Block an address (needs the IDS blocklist; not available yet in this build).
+    /// Block a source address, a network or a WireGuard peer: its packets are
+    /// dropped before anything else (reason `blocked`), live flows included.
     Block {
-        /// The address or network to block.
+        /// `ADDR`, `NET/PREFIX`, `peer:NAME` or `peer:PUBLIC_KEY` (a peer is
+        /// blocked whatever source address it uses).
         addr: String,
+        /// How long ("30s", "10m", "2h"); default blocklist.default_ttl, else
+        /// until unblocked.
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+        /// Why (shown by `ctl blocklist` and in the EVE record).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
     },
-    /// Remove an address from the blocklist (not available yet in this build).
+    /// Remove an address, network or peer from the blocklist (whatever added it).
     Unblock {
-        /// The address or network to unblock.
+        /// `ADDR`, `NET/PREFIX`, `peer:NAME` or `peer:PUBLIC_KEY`, as listed.
         addr: String,
     },
-    /// List blocked addresses (not available yet in this build).
+    /// The blocklist: target, origin (config, anomaly, rule, ids, ctl),
+    /// time left, age, hits (packets dropped) and reason.
     Blocklist,
 }
 
@@ -521,7 +531,19 @@ fn cmd_ctl(args: CtlArgs) -> Result<ExitCode> {
                 limit: a.limit,
             },
         },
-        CtlCommand::Block { addr } => C::Block { addr },
+        CtlCommand::Block { addr, ttl, reason } => C::Block {
+            addr,
+            ttl_secs: match ttl {
+                Some(t) => Some(
+                    portcullis::config::parse::duration(&t)
+                        .map_err(|e| anyhow::anyhow!("--ttl {t:?}: {e}"))?
+                        .as_secs()
+                        .max(1),
+                ),
+                None => None,
+            },
+            reason,
+        },
         CtlCommand::Unblock { addr } => C::Unblock { addr },
         CtlCommand::Blocklist => C::Blocklist,
     };

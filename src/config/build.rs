@@ -28,6 +28,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod guard;
 mod ops;
 
 const TOP_KEYS: &[&str] = &[
@@ -49,6 +50,7 @@ const TOP_KEYS: &[&str] = &[
     "capture",
     "limits",
     "ids",
+    "blocklist",
 ];
 const IDS_KEYS: &[&str] = &[
     "enabled",
@@ -59,6 +61,8 @@ const IDS_KEYS: &[&str] = &[
     "eve_log",
     "max_flows",
     "flow_timeout",
+    "anomaly",
+    "block_on_drop",
 ];
 const INTERFACE_KEYS: &[&str] = &[
     "name",
@@ -103,6 +107,7 @@ const RULE_KEYS: &[&str] = &[
     "tls_sni",
     "http_host",
     "dns_qname",
+    "block",
 ];
 const CONNTRACK_KEYS: &[&str] = &["max_entries", "tcp_loose", "timeouts"];
 const TIMEOUT_KEYS: &[&str] = &[
@@ -266,6 +271,7 @@ impl Builder {
         let netstack = self.netstack(top);
         let ops = self.ops(top, &zones, [&input, &forward, &output]);
         let ids = self.ids(top);
+        let blocklist = self.blocklist(top, &peers);
         Config {
             source,
             interface,
@@ -283,6 +289,7 @@ impl Builder {
             netstack,
             ops,
             ids,
+            blocklist,
         }
     }
 
@@ -1121,6 +1128,7 @@ impl Builder {
         if let Some(b) = self.ctx.bool_at(t, "log") {
             rule.log = b;
         }
+        rule.block = self.duration_at(t, "block");
         action.map(|_| rule)
     }
 
@@ -1672,6 +1680,8 @@ impl Builder {
         if let Some(p) = self.ctx.str_at(t, "eve_log") {
             s.eve_log = Some(self.base_dir.join(p));
         }
+        s.anomaly = self.anomaly(t);
+        s.block_on_drop = self.block_on_drop(t, s.engine.mode);
         if let Some(map) = self.ctx.table_at(t, "vars") {
             for (k, v) in map {
                 let path = join("ids.vars", k);

@@ -76,6 +76,19 @@ pub struct Config {
     /// Control socket, metrics, events, capture, limits (`config::ops`).
     pub ops: ops::Ops,
     pub ids: IdsSettings,
+    /// `[blocklist]`, with the peers (name, key) peer entries resolve against.
+    pub blocklist: crate::blocklist::BlockConfig,
+}
+
+impl Config {
+    /// What the pipeline's blocking takes from this config.
+    pub fn protection(&self) -> crate::blocklist::Protection {
+        crate::blocklist::Protection {
+            blocklist: self.blocklist.clone(),
+            anomaly: self.ids.anomaly.clone(),
+            ids_block_on_drop: self.ids.block_on_drop.filter(|_| self.ids.enabled),
+        }
+    }
 }
 
 /// `[ids]`: intrusion detection settings and the loaded rules.
@@ -92,6 +105,10 @@ pub struct IdsSettings {
     /// Loaded rules (empty when disabled).
     pub rules: Vec<crate::ids::rule::Signature>,
     pub report: crate::ids::rule::LoadReport,
+    /// `[ids.anomaly]` (`None`: off). Runs whether or not signatures are enabled.
+    pub anomaly: Option<crate::anomaly::AnomalyConfig>,
+    /// `ids.block_on_drop`: block a flow's initiator when a drop/reject signature hits it.
+    pub block_on_drop: Option<std::time::Duration>,
 }
 
 impl Default for IdsSettings {
@@ -104,6 +121,8 @@ impl Default for IdsSettings {
             eve_log: None,
             rules: Vec::new(),
             report: crate::ids::rule::LoadReport::default(),
+            anomaly: None,
+            block_on_drop: None,
         }
     }
 }

@@ -12,8 +12,10 @@
 //! `peers`, `conntrack` (filters: addr, port, peer, state, proto; `flush`;
 //! `limit`), `rules`, `stats`, `reload`, `nat` (NAT bindings with the
 //! conntrack filters, load-balancer backends, NAT counters), `nat_drain` /
-//! `nat_undrain` (`backend`: "ADDR[:PORT]", optional `rule`), `block`,
-//! `unblock`, `blocklist`. Unknown fields are errors; a newer version is refused with
+//! `nat_undrain` (`backend`: "ADDR[:PORT]", optional `rule`), `block`
+//! (`addr`: "ADDR", "NET/PREFIX", "peer:NAME" or "peer:KEY"; optional
+//! `ttl_secs`, default `blocklist.default_ttl`; optional `reason`),
+//! `unblock` (`addr`), `blocklist`. Unknown fields are errors; a newer version is refused with
 //! the version this gateway speaks.
 //!
 //! Contract of [`handle`]: any byte string gets a [`Response`] (malformed
@@ -96,8 +98,13 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rule: Option<String>,
     },
+    /// Block an address, network or peer (`peer:NAME`).
     Block {
         addr: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_secs: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     Unblock {
         addr: String,
@@ -401,7 +408,8 @@ pub fn parse(line: &[u8]) -> Result<Request, Response> {
         Some("conntrack") => &["cmd", "filter", "flush", "limit"],
         Some("nat") => &["cmd", "filter", "limit"],
         Some("nat_drain" | "nat_undrain") => &["cmd", "backend", "rule"],
-        Some("block" | "unblock") => &["cmd", "addr"],
+        Some("block") => &["cmd", "addr", "ttl_secs", "reason"],
+        Some("unblock") => &["cmd", "addr"],
         _ => &["cmd"],
     };
     if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -483,9 +491,13 @@ pub fn handle_request(req: &Request, view: &mut View<'_>) -> Outcome {
         Command::Nat { filter, limit } => nat_list(view, filter, *limit),
         Command::NatDrain { backend, rule } => nat_drain(view, backend, rule.as_deref(), true),
         Command::NatUndrain { backend, rule } => nat_drain(view, backend, rule.as_deref(), false),
-        Command::Block { .. } | Command::Unblock { .. } | Command::Blocklist => Response::err(
-            "not available: the blocklist comes with the IDS module, which this build lacks",
-        ),
+        Command::Block {
+            addr,
+            ttl_secs,
+            reason,
+        } => block(view, addr, *ttl_secs, reason.as_deref()),
+        Command::Unblock { addr } => unblock(view, addr),
+        Command::Blocklist => Response::ok(blocklist(view.pipeline, view.now)),
     };
     Outcome::Reply(r)
 }
@@ -804,6 +816,137 @@ fn nat_drain(view: &mut View<'_>, backend: &str, rule: Option<&str>, drain: bool
             changed,
         }),
         Err(e) => Response::err(e.to_string()),
+    }
+}
+
+/// `blocklist` data: one entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockInfo {
+    /// An address, a network, or `peer:NAME`.
+    pub target: String,
+    /// `config`, `anomaly`, `rule`, `ids` or `ctl`.
+    pub origin: String,
+    pub reason: String,
+    /// Seconds until it expires (`None`: until unblocked).
+    pub expires_in_secs: Option<u64>,
+    pub age_secs: u64,
+    /// Packets dropped because of it.
+    pub hits: u64,
+}
+
+/// `blocklist` data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockList {
+    pub entries: Vec<BlockInfo>,
+    pub max_entries: usize,
+    /// Blocklist counters (added, expired, removed, evicted, refused).
+    pub stats: std::collections::BTreeMap<String, u64>,
+}
+
+/// `block` / `unblock` data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockReport {
+    pub target: String,
+    pub blocked: bool,
+    pub ttl_secs: Option<u64>,
+    /// Entries on the list afterwards.
+    pub entries: usize,
+}
+
+/// Longest TTL `ctl block` accepts: ten years (anything longer is "until unblocked").
+const MAX_BLOCK_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
+
+fn block(view: &mut View<'_>, addr: &str, ttl_secs: Option<u64>, reason: Option<&str>) -> Response {
+    let b = view.pipeline.blocklist_mut();
+    let target = match b.parse_target(addr) {
+        Ok(t) => t,
+        Err(e) => return Response::err(e),
+    };
+    let ttl = match ttl_secs {
+        Some(0) => return Response::err("ttl_secs must be above zero"),
+        Some(s) if s > MAX_BLOCK_TTL_SECS => {
+            return Response::err(format!(
+                "ttl_secs {s} is too long (at most {MAX_BLOCK_TTL_SECS})"
+            ))
+        }
+        Some(s) => Some(std::time::Duration::from_secs(s)),
+        None => b.config().default_ttl,
+    };
+    let reason = reason
+        .unwrap_or("ctl block")
+        .chars()
+        .take(256)
+        .collect::<String>();
+    match b.add(target, crate::blocklist::Origin::Ctl, reason, ttl, view.now) {
+        Ok(()) => Response::ok(BlockReport {
+            target: b.target_name(&target),
+            blocked: true,
+            ttl_secs: ttl.map(|d| d.as_secs()),
+            entries: b.len(),
+        }),
+        Err(e) => Response::err(e.to_string()),
+    }
+}
+
+fn unblock(view: &mut View<'_>, addr: &str) -> Response {
+    let b = view.pipeline.blocklist_mut();
+    let target = match b.parse_target(addr) {
+        Ok(t) => t,
+        Err(e) => return Response::err(e),
+    };
+    match b.remove(&target) {
+        Some(_) => Response::ok(BlockReport {
+            target: b.target_name(&target),
+            blocked: false,
+            ttl_secs: None,
+            entries: b.len(),
+        }),
+        None => Response::err(format!(
+            "{} is not on the blocklist",
+            b.target_name(&target)
+        )),
+    }
+}
+
+/// The blocklist's entries (live ones; expired entries waiting for the
+/// sweep are left out), soonest expiry first, permanent ones last.
+pub fn blocklist(p: &Pipeline, now: Instant) -> BlockList {
+    let b = p.blocklist();
+    let mut entries: Vec<BlockInfo> = b
+        .entries()
+        .filter(|e| e.expires.is_none_or(|x| x > now))
+        .map(|e| BlockInfo {
+            target: b.target_name(&e.target),
+            origin: e.origin.name().into(),
+            reason: e.reason.clone(),
+            expires_in_secs: e
+                .expires
+                .map(|x| x.saturating_duration_since(now).as_secs_f64().ceil() as u64),
+            age_secs: now.saturating_duration_since(e.added).as_secs(),
+            hits: e.hits,
+        })
+        .collect();
+    entries.sort_by(|x, y| {
+        (x.expires_in_secs.is_none(), x.expires_in_secs, &x.target).cmp(&(
+            y.expires_in_secs.is_none(),
+            y.expires_in_secs,
+            &y.target,
+        ))
+    });
+    let s = b.stats;
+    BlockList {
+        entries,
+        max_entries: b.config().max_entries,
+        stats: [
+            ("added", s.added),
+            ("expired", s.expired),
+            ("removed", s.removed),
+            ("evicted", s.evicted),
+            ("refused", s.refused),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
     }
 }
 

@@ -2,8 +2,8 @@
 //! reply's `data` as is). Pure: reply in, text out.
 
 use super::{
-    Command, DrainReport, FlowList, NatList, PeerInfo, ReloadReport, Response, RuleInfo, StatsInfo,
-    Status,
+    BlockList, BlockReport, Command, DrainReport, FlowList, NatList, PeerInfo, ReloadReport,
+    Response, RuleInfo, StatsInfo, Status,
 };
 use std::fmt::Write as _;
 
@@ -283,12 +283,55 @@ pub fn human(cmd: &Command, r: &Response) -> Result<String, String> {
                 if d.changed == 1 { "" } else { "s" }
             );
         }
-        Command::Block { .. } | Command::Unblock { .. } | Command::Blocklist => {
+        Command::Block { .. } | Command::Unblock { .. } => {
+            let b: BlockReport = parse(r)?;
+            let ttl = match (b.blocked, b.ttl_secs) {
+                (true, Some(t)) => format!(" for {t}s"),
+                (true, None) => " until unblocked".to_string(),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 o,
-                "{}",
-                serde_json::to_string_pretty(&r.data).unwrap_or_default()
+                "{} {}{ttl} ({} entr{} on the blocklist)",
+                if b.blocked { "blocked" } else { "unblocked" },
+                b.target,
+                b.entries,
+                if b.entries == 1 { "y" } else { "ies" }
             );
+        }
+        Command::Blocklist => {
+            let l: BlockList = parse(r)?;
+            let _ = writeln!(
+                o,
+                "{} entr{} (at most {})",
+                l.entries.len(),
+                if l.entries.len() == 1 { "y" } else { "ies" },
+                l.max_entries
+            );
+            if !l.entries.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "{:<28} {:<8} {:>10} {:>8} {:>10}  reason",
+                    "target", "origin", "expires", "age", "hits"
+                );
+            }
+            for e in &l.entries {
+                let exp = e
+                    .expires_in_secs
+                    .map_or_else(|| "never".to_string(), |s| format!("{s}s"));
+                let _ = writeln!(
+                    o,
+                    "{:<28} {:<8} {:>10} {:>7}s {:>10}  {}",
+                    e.target, e.origin, exp, e.age_secs, e.hits, e.reason
+                );
+            }
+            let join = l
+                .stats
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let _ = writeln!(o, "counters: {join}");
         }
     }
     Ok(o)

@@ -76,7 +76,26 @@ fn malformed_requests_get_error_replies() {
             "{\"v\":1,\"cmd\":\"conntrack\",\"filter\":{\"proto\":\"sctpx\"}}",
             "unknown protocol",
         ),
-        ("{\"v\":1,\"cmd\":\"blocklist\"}", "not available"),
+        (
+            "{\"v\":1,\"cmd\":\"block\",\"addr\":\"peer:mallory\"}",
+            "no peer named",
+        ),
+        (
+            "{\"v\":1,\"cmd\":\"block\",\"addr\":\"300.1.1.1\"}",
+            "bad target",
+        ),
+        (
+            "{\"v\":1,\"cmd\":\"block\",\"addr\":\"192.0.2.1\",\"ttl_secs\":0}",
+            "above zero",
+        ),
+        (
+            "{\"v\":1,\"cmd\":\"unblock\",\"addr\":\"192.0.2.1\"}",
+            "not on the blocklist",
+        ),
+        (
+            "{\"v\":1,\"cmd\":\"unblock\",\"addr\":\"192.0.2.1\",\"ttl_secs\":3}",
+            "unknown field",
+        ),
         ("{\"v\":1,\"cmd\":\"nat\",\"flush\":true}", "unknown field"),
         (
             "{\"v\":1,\"cmd\":\"nat_drain\",\"backend\":\"no-such\"}",
@@ -208,6 +227,8 @@ fn requests_round_trip() {
         },
         Command::Block {
             addr: "192.0.2.1".into(),
+            ttl_secs: Some(60),
+            reason: Some("test".into()),
         },
         Command::Nat {
             filter: FlowFilter {
@@ -421,4 +442,92 @@ fn rules_listing_shows_l7_fields() {
         Some(r#"tls_sni ["*.example.net", "example.net"] dns_qname ["~.*evil.*"]"#)
     );
     assert_eq!(super::l7_summary(&Rule::any(Action::Drop)), None);
+}
+
+/// `block` / `unblock` / `blocklist` through the pure handler: an address
+/// and a peer are blocked (their packets dropped with reason `blocked`),
+/// listed with origin, TTL and hits, rendered, and unblocked again.
+#[test]
+fn block_unblock_and_list() {
+    use crate::blocklist::{BlockConfig, Protection};
+    let t0 = Instant::now();
+    let mut p = testbed::pipeline_accept_forward(t0);
+    p.set_protection(
+        &Protection {
+            blocklist: BlockConfig {
+                peers: vec![("laptop".into(), [7; 32]), ("phone".into(), [8; 32])],
+                ..BlockConfig::default()
+            },
+            ..Protection::default()
+        },
+        t0,
+    );
+    let r = reply(
+        &mut p,
+        r#"{"v":1,"cmd":"block","addr":"100.64.0.2","ttl_secs":60,"reason":"testing"}"#,
+    );
+    assert!(r.ok, "{r:?}");
+    let rep: BlockReport = serde_json::from_value(r.data.clone()).unwrap();
+    assert_eq!(
+        (rep.target.as_str(), rep.ttl_secs, rep.entries),
+        ("100.64.0.2", Some(60), 1)
+    );
+    let cmd = Command::Block {
+        addr: "100.64.0.2".into(),
+        ttl_secs: None,
+        reason: None,
+    };
+    assert!(render::human(&cmd, &r)
+        .unwrap()
+        .starts_with("blocked 100.64.0.2 for 60s"));
+    let r = reply(&mut p, r#"{"v":1,"cmd":"block","addr":"peer:phone"}"#);
+    assert!(r.ok, "{r:?}");
+
+    // the blocked address and peer are dropped; the other peer is not blocked
+    let mut s = syn([100, 64, 0, 2], 1000);
+    assert_eq!(
+        p.handle(&mut s, ZoneId::peer(0), t0),
+        crate::verdict::Verdict::Drop(crate::verdict::DropReason::Blocked)
+    );
+    let mut s = syn([100, 64, 0, 3], 1000);
+    assert_eq!(
+        p.handle(&mut s, ZoneId::peer(1), t0),
+        crate::verdict::Verdict::Drop(crate::verdict::DropReason::Blocked)
+    );
+
+    let r = reply(&mut p, r#"{"v":1,"cmd":"blocklist"}"#);
+    let l: BlockList = serde_json::from_value(r.data.clone()).unwrap();
+    assert_eq!(l.entries.len(), 2);
+    let a = &l.entries[0];
+    assert_eq!(
+        (
+            a.target.as_str(),
+            a.origin.as_str(),
+            a.reason.as_str(),
+            a.hits
+        ),
+        ("100.64.0.2", "ctl", "testing", 1)
+    );
+    assert!(a.expires_in_secs.is_some_and(|s| s <= 60 && s > 0));
+    assert_eq!(
+        (l.entries[1].target.as_str(), l.entries[1].expires_in_secs),
+        ("peer:phone", None)
+    );
+    let text = render::human(&Command::Blocklist, &r).unwrap();
+    assert!(
+        text.contains("peer:phone") && text.contains("testing"),
+        "{text}"
+    );
+
+    let r = reply(&mut p, r#"{"v":1,"cmd":"unblock","addr":"peer:phone"}"#);
+    assert!(r.ok, "{r:?}");
+    let mut s = syn([100, 64, 0, 3], 1001);
+    assert!(matches!(
+        p.handle(&mut s, ZoneId::peer(1), t0),
+        crate::verdict::Verdict::Forward(_)
+    ));
+    let r = reply(&mut p, r#"{"v":1,"cmd":"blocklist"}"#);
+    let l: BlockList = serde_json::from_value(r.data).unwrap();
+    assert_eq!(l.entries.len(), 1);
+    assert_eq!(l.stats.get("removed"), Some(&1));
 }

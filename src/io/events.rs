@@ -164,6 +164,44 @@ impl EventSink {
         self.write(&rec);
     }
 
+    /// A blocklist event (blocked, unblocked, expired, refused): a log line
+    /// and an EVE `blocklist` record, under the shared rate limit.
+    pub fn block_event(&mut self, p: &Pipeline, e: &crate::blocklist::BlockEvent, now: Instant) {
+        use crate::blocklist::BlockEvent as B;
+        if !self.limiter.allow("blocklist", now) {
+            return;
+        }
+        let b = p.blocklist();
+        let (event, target, origin) = match e {
+            B::Blocked { target, origin, .. } => ("blocked", target, origin),
+            B::Unblocked { target, origin } => ("unblocked", target, origin),
+            B::Expired { target, origin, .. } => ("expired", target, origin),
+            B::Refused { target, origin } => ("refused", target, origin),
+        };
+        let mut rec = serde_json::json!({
+            "event": event,
+            "target": b.target_name(target),
+            "origin": origin.name(),
+        });
+        match e {
+            B::Blocked { reason, ttl, .. } => {
+                rec["reason"] = serde_json::json!(reason);
+                rec["ttl_secs"] = serde_json::json!(ttl.map(|t| t.as_secs()));
+            }
+            B::Expired { hits, .. } => rec["hits"] = serde_json::json!(hits),
+            _ => {}
+        }
+        tracing::warn!(target: "portcullis::blocklist", "{event} {}: {rec}", b.target_name(target));
+        if self.file.is_some() {
+            let v = serde_json::json!({
+                "timestamp": eve::timestamp(SystemTime::now()),
+                "event_type": "blocklist",
+                "blocklist": rec,
+            });
+            self.write(&v);
+        }
+    }
+
     /// Flushes the file and emits the suppression summary when due.
     pub fn tick(&mut self, now: Instant) {
         if let Some(s) = self.limiter.summary(now) {

@@ -105,6 +105,8 @@ pub struct RunSettings {
     pub ids: Option<(Vec<crate::ids::rule::Signature>, crate::ids::IdsConfig)>,
     /// EVE JSON alert file (opened before privileges are dropped, appended to).
     pub eve_log: Option<std::path::PathBuf>,
+    /// The blocklist, anomaly detectors and `ids.block_on_drop`.
+    pub protect: crate::blocklist::Protection,
 }
 
 /// Counters kept by the shell.
@@ -271,6 +273,7 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         };
         let mut pipeline = Pipeline::new(settings.pipeline.clone(), hk, Instant::now());
         pipeline.set_shaper(&settings.ops.limits);
+        pipeline.set_protection(&settings.protect, Instant::now());
         let events = events::EventSink::new(&settings.ops.events);
         pipeline.set_flow_log(events.wants_flows());
         let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(16);
@@ -655,6 +658,8 @@ impl Shell {
         self.pipeline.reload_prepared(l.prepared);
         reload::swap_ids(&mut self.pipeline, l.ids, &l.config.ids.report);
         self.pipeline.set_shaper(&l.settings.ops.limits);
+        self.pipeline
+            .set_protection(&l.settings.protect, Instant::now());
         self.events.reconfigure(&l.settings.ops.events);
         self.pipeline.set_flow_log(self.events.wants_flows());
         let mut keep = l.settings;
@@ -838,10 +843,34 @@ impl Shell {
         }
     }
 
-    /// Writes queued IDS alerts as EVE JSON lines (or logs them when no file).
+    /// Writes queued IDS alerts and anomaly detections as EVE JSON lines
+    /// (or logs them when no file); blocklist events go to the event stream.
     fn write_eve(&mut self) {
         use std::io::Write as _;
+        let now = Instant::now();
+        while let Some(e) = self.pipeline.poll_block_event() {
+            self.events.block_event(&self.pipeline, &e, now);
+        }
         let mut wrote = false;
+        while let Some((d, blocked)) = self.pipeline.poll_anomaly() {
+            let wall = self.clock.1 + d.now.saturating_duration_since(self.clock.0);
+            let t = wall
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let ts = crate::ids::eve::format_timestamp(t.as_secs(), t.subsec_micros());
+            let peer = d
+                .ingress
+                .is_peer()
+                .then(|| self.pipeline.zones().name(d.ingress).to_string());
+            let line = crate::anomaly::eve_line(&d, &ts, peer.as_deref(), blocked);
+            tracing::warn!(target: "portcullis::anomaly", "{line}");
+            if let Some(f) = self.eve.as_mut() {
+                if let Err(e) = writeln!(f, "{line}") {
+                    tracing::warn!(error = %e, "EVE log write");
+                }
+                wrote = true;
+            }
+        }
         while let Some((a, peer)) = self.pipeline.poll_ids_alert() {
             let wall = self.clock.1 + a.now.saturating_duration_since(self.clock.0);
             let d = wall
@@ -988,7 +1017,12 @@ impl RunSettings {
                 .ids
                 .enabled
                 .then(|| (c.ids.rules.clone(), c.ids.engine.clone())),
-            eve_log: c.ids.eve_log.clone().filter(|_| c.ids.enabled),
+            eve_log: c
+                .ids
+                .eve_log
+                .clone()
+                .filter(|_| c.ids.enabled || c.ids.anomaly.is_some()),
+            protect: c.protection(),
         })
     }
 }

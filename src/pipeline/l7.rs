@@ -211,7 +211,7 @@ impl Pipeline {
             L4::Udp { .. } => to_name(app::datagram_first_name(payload(pkt, meta))),
             _ => None,
         };
-        let d = self.l7_decision(chain, &m, name.as_ref(), t);
+        let d = self.l7_decision(chain, &m, name.as_ref(), now, t);
         self.l7.last = None;
         let create = super::NewFlow { dnat, l7: Some(m) };
         let v = self.apply(d, chain, pkt, meta, ingress, out, Some(create), now, t);
@@ -337,7 +337,7 @@ impl Pipeline {
         t: &mut T,
     ) -> Option<Verdict> {
         let p = self.l7.take(id)?;
-        let d = self.l7_decision(p.chain, &p.first, name.as_ref(), t);
+        let d = self.l7_decision(p.chain, &p.first, name.as_ref(), now, t);
         self.l7.stats.decided += 1;
         let reason = match d.rule {
             Some(rule) => DropReason::Rule {
@@ -379,9 +379,11 @@ impl Pipeline {
         chain: Chain,
         m: &MatchInput,
         name: Option<&L7Name>,
+        now: Instant,
         t: &mut T,
     ) -> Decision {
         let d = self.rules.evaluate_named(chain, m, name);
+        self.rule_block(chain, d.rule, m.src, now, t);
         if t.enabled() {
             let who = match d.rule {
                 Some(r) => self.rules.rule_name(chain, r),

@@ -42,6 +42,18 @@
 //!    drops the packet and the rest of its flow (`DropReason::Ids`), a reject
 //!    also resets both ends. Alerts: [`Pipeline::poll_ids_alert`].
 //!
+//! 8. **blocklist** ([`crate::blocklist`]): checked first, right after
+//!    parsing (before defragmentation and connection tracking): a packet
+//!    from a blocked source address/network or blocked peer is dropped
+//!    (`DropReason::Blocked`); an empty blocklist costs one branch. Entries
+//!    come from the config, `ctl block`, anomaly detection (below), rules
+//!    with `block = "10m"` and, in prevent mode, `ids.block_on_drop`.
+//! 9. **anomaly detection** ([`crate::anomaly`], when configured): every
+//!    packet that opens no known flow (after the anti-spoofing check,
+//!    before NAT and the rules, so denied probes count too) is counted per
+//!    source, destination and service; a detection is queued for
+//!    [`Pipeline::poll_anomaly`] and may block the source.
+//!
 //! Connection states as rules see them follow the kernel: NEW until the flow
 //! has seen a reply, then ESTABLISHED; ICMP errors about a known flow are
 //! RELATED; packets connection tracking refuses are INVALID. INVALID packets
@@ -191,6 +203,15 @@ pub struct Pipeline {
     ids_alerts: VecDeque<(crate::ids::Alert, Option<ZoneId>)>,
     /// Flows whose rule decision waits for their L7 name ([`l7`]).
     l7: l7::L7State,
+    /// Blocked sources and peers, checked before anything else.
+    blocklist: crate::blocklist::Blocklist,
+    /// Anomaly detectors, when configured (`[ids.anomaly]`).
+    anomaly: Option<crate::anomaly::Anomaly>,
+    /// `ids.block_on_drop`: block a flow's initiator on a drop/reject signature.
+    ids_block: Option<std::time::Duration>,
+    /// Anomaly detections for the shell, each with whether it blocked.
+    detections: VecDeque<(crate::anomaly::Detection, bool)>,
+    guard_key: (u64, u64),
 }
 
 /// A new flow's pending DNAT decision, carried from routing to flow creation.
@@ -294,7 +315,143 @@ impl Pipeline {
             ids: None,
             ids_alerts: VecDeque::new(),
             l7: l7::L7State::default(),
+            blocklist: crate::blocklist::Blocklist::new((
+                hash_key.0.rotate_left(41) ^ 0x3c6e_f372_fe94_f82b,
+                hash_key.1.rotate_left(3),
+            )),
+            anomaly: None,
+            ids_block: None,
+            detections: VecDeque::new(),
+            guard_key: (
+                hash_key.1.rotate_left(53),
+                hash_key.0 ^ 0xa54f_f53a_5f1d_36f1,
+            ),
         }
+    }
+
+    /// Sets the blocklist config, anomaly detectors and `ids.block_on_drop`
+    /// (at start and on every reload). Run-time blocklist entries stay;
+    /// detector state stays unless the detector settings changed.
+    pub fn set_protection(&mut self, p: &crate::blocklist::Protection, now: Instant) {
+        self.blocklist.reconfigure(&p.blocklist, now);
+        self.ids_block = p.ids_block_on_drop;
+        self.anomaly = match (&p.anomaly, self.anomaly.take()) {
+            (None, _) => None,
+            (Some(c), Some(a)) if a.config() == c => Some(a),
+            (Some(c), _) => Some(crate::anomaly::Anomaly::new(c.clone(), self.guard_key, now)),
+        };
+    }
+
+    pub fn blocklist(&self) -> &crate::blocklist::Blocklist {
+        &self.blocklist
+    }
+
+    /// The blocklist, for run-time changes (`ctl block` / `unblock`).
+    pub fn blocklist_mut(&mut self) -> &mut crate::blocklist::Blocklist {
+        &mut self.blocklist
+    }
+
+    pub fn anomaly(&self) -> Option<&crate::anomaly::Anomaly> {
+        self.anomaly.as_ref()
+    }
+
+    /// Anomaly detections, oldest first, each with whether it blocked the source.
+    #[must_use]
+    pub fn poll_anomaly(&mut self) -> Option<(crate::anomaly::Detection, bool)> {
+        self.detections.pop_front()
+    }
+
+    /// Blocklist events (blocked, unblocked, expired, refused), oldest first.
+    #[must_use]
+    pub fn poll_block_event(&mut self) -> Option<crate::blocklist::BlockEvent> {
+        self.blocklist.poll_event()
+    }
+
+    /// Blocks `src` for `ttl` (an automatic block: anomaly, rule, ids).
+    fn block_source<T: Tracer>(
+        &mut self,
+        src: IpAddr,
+        origin: crate::blocklist::Origin,
+        reason: String,
+        ttl: std::time::Duration,
+        now: Instant,
+        t: &mut T,
+    ) -> bool {
+        let target = crate::blocklist::Target::addr(src);
+        let ok = self
+            .blocklist
+            .add(target, origin, reason, Some(ttl), now)
+            .is_ok();
+        trace_step!(
+            t,
+            "blocklist",
+            "{} {src} for {}s ({})",
+            if ok { "blocked" } else { "could not block" },
+            ttl.as_secs(),
+            origin.name()
+        );
+        ok
+    }
+
+    /// A rule with `block = TTL` that decided a new flow blocks its source.
+    fn rule_block<T: Tracer>(
+        &mut self,
+        chain: Chain,
+        rule: Option<u32>,
+        src: IpAddr,
+        now: Instant,
+        t: &mut T,
+    ) {
+        let ttl = rule
+            .and_then(|r| self.rules.chain(chain).rules.get(r as usize))
+            .and_then(|r| r.block);
+        if let Some(ttl) = ttl {
+            let name = format!("rule {}", self.rule_label(chain, rule));
+            self.block_source(src, crate::blocklist::Origin::Rule, name, ttl, now, t);
+        }
+    }
+
+    /// Feeds a new-flow attempt to the anomaly detectors; a detection may
+    /// block the source, and then this packet is dropped too.
+    fn observe_anomaly<T: Tracer>(
+        &mut self,
+        meta: &PacketMeta,
+        ingress: ZoneId,
+        now: Instant,
+        t: &mut T,
+    ) -> Option<Verdict> {
+        let a = self.anomaly.as_mut()?;
+        a.observe(meta, ingress, now);
+        let mut blocked = false;
+        while let Some(d) = self.anomaly.as_mut().and_then(|a| a.poll_detection()) {
+            trace_step!(
+                t,
+                "anomaly",
+                "{}: {} within {:?} (threshold {})",
+                d.kind.name(),
+                d.count,
+                d.window,
+                d.threshold
+            );
+            let b = match d.block {
+                Some(ttl) => self.block_source(
+                    d.src,
+                    crate::blocklist::Origin::Anomaly,
+                    format!("{} ({} in {:?})", d.kind.name(), d.count, d.window),
+                    ttl,
+                    now,
+                    t,
+                ),
+                None => false,
+            };
+            blocked |= b;
+            if self.detections.len() < EVENT_QUEUE {
+                self.detections.push_back((d, b));
+            } else {
+                self.stats.events_suppressed += 1;
+            }
+        }
+        blocked.then_some(Verdict::Drop(DropReason::Blocked))
     }
 
     /// Sets the rate and connection limits (at start and on every reload).
@@ -454,6 +611,10 @@ impl Pipeline {
             }
         };
         trace_step!(t, "parse", "{}", describe(meta));
+        if !self.blocklist.is_empty() && self.blocklist.check(meta.src, ingress, now) {
+            trace_step!(t, "blocklist", "source {} is blocked", meta.src);
+            return self.finish(Verdict::Drop(DropReason::Blocked), len);
+        }
         if meta.frag.is_some() {
             return self.handle_fragment(pkt, meta, ingress, now, t);
         }
@@ -822,6 +983,11 @@ impl Pipeline {
         if self.spoofed(meta, ingress, t) {
             return Verdict::Drop(DropReason::SpoofedSource);
         }
+        if self.anomaly.is_some() {
+            if let Some(v) = self.observe_anomaly(meta, ingress, now, t) {
+                return v;
+            }
+        }
         let dnat = self.nat.dnat(meta, ingress);
         let xm = match dnat {
             Some(d) => {
@@ -852,9 +1018,11 @@ impl Pipeline {
         let m = match_input(&xm, ingress, out, CtStateMask::NEW);
         let d = self.rules.evaluate(chain, &m);
         if d.rule.is_some_and(|r| self.rules.rule_has_l7(chain, r)) {
+            // decided (and `block` applied) once the L7 name is known
             return self.l7_new_flow(d, chain, m, pkt, meta, ingress, out, dnat, now, t);
         }
         self.report_decision(chain, &m, d, t);
+        self.rule_block(chain, d.rule, meta.src, now, t);
         self.apply(
             d,
             chain,
@@ -1178,12 +1346,29 @@ impl Pipeline {
         let ids = self.ids.as_mut()?;
         let v = ids.inspect(id, dir, meta, pkt, now);
         let peer = [sender, receiver].into_iter().find(|z| z.is_peer());
+        let mut sid = None;
         while let Some(a) = ids.poll_alert() {
+            if a.blocked {
+                sid = Some(a.sid);
+            }
             if self.ids_alerts.len() < EVENT_QUEUE {
                 self.ids_alerts.push_back((a, peer));
             } else {
                 self.stats.events_suppressed += 1;
             }
+        }
+        if let (Some(ttl), false) = (self.ids_block, v == crate::ids::IdsVerdict::Pass) {
+            // the flow's initiator
+            let src = if dir == Dir::Original {
+                meta.src
+            } else {
+                meta.dst
+            };
+            let reason = match sid {
+                Some(s) => format!("ids signature {s}"),
+                None => "ids drop".to_string(),
+            };
+            self.block_source(src, crate::blocklist::Origin::Ids, reason, ttl, now, t);
         }
         match v {
             crate::ids::IdsVerdict::Pass => None,
@@ -1292,6 +1477,10 @@ impl Pipeline {
         self.shaper.sweep(now);
         if let Some(ids) = self.ids.as_mut() {
             ids.handle_timeout(now);
+        }
+        self.blocklist.expire(now);
+        if let Some(a) = self.anomaly.as_mut() {
+            a.handle_timeout(now);
         }
     }
 

@@ -101,6 +101,9 @@ pub struct Rule {
     pub tls_sni: Option<NameList>,
     pub http_host: Option<NameList>,
     pub dns_qname: Option<NameList>,
+    /// Block the source of matching new-flow packets for this long
+    /// (`block = "10m"`, see [`crate::blocklist`]).
+    pub block: Option<std::time::Duration>,
 }
 
 impl Rule {
@@ -125,6 +128,7 @@ impl Rule {
             tls_sni: None,
             http_host: None,
             dns_qname: None,
+            block: None,
         }
     }
 

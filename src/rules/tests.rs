@@ -495,6 +495,7 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
             tls_sni,
             http_host,
             dns_qname,
+            block: None,
         },
     )
 }

@@ -257,6 +257,54 @@ pub fn render(p: &Pipeline, sh: &ShellMetrics<'_>) -> String {
         "Packets written to the pcap capture.",
         sh.capture_packets as f64,
     );
+    let mut by_origin: BTreeMap<&str, u64> = [
+        crate::blocklist::Origin::Config,
+        crate::blocklist::Origin::Anomaly,
+        crate::blocklist::Origin::Rule,
+        crate::blocklist::Origin::Ids,
+        crate::blocklist::Origin::Ctl,
+    ]
+    .into_iter()
+    .map(|o| (o.name(), 0))
+    .collect();
+    for en in p.blocklist().entries() {
+        *by_origin.entry(en.origin.name()).or_insert(0) += 1;
+    }
+    e.labelled(
+        "portcullis_blocklist_entries",
+        "gauge",
+        "Blocklist entries by origin (config, anomaly, rule, ids, ctl).",
+        "origin",
+        by_origin.iter().map(|(o, n)| (*o, *n as f64)),
+    );
+    let bs = p.blocklist().stats;
+    e.labelled(
+        "portcullis_blocklist_changes_total",
+        "counter",
+        "Blocklist changes: entries added, expired, removed (unblocked), evicted when full, refused when full.",
+        "change",
+        [
+            ("added", bs.added),
+            ("expired", bs.expired),
+            ("removed", bs.removed),
+            ("evicted", bs.evicted),
+            ("refused", bs.refused),
+        ]
+        .map(|(k, v)| (k, v as f64)),
+    );
+    e.labelled(
+        "portcullis_anomaly_alerts_total",
+        "counter",
+        "Anomaly detections by detector.",
+        "detector",
+        crate::anomaly::Kind::ALL.into_iter().map(|k| {
+            let n = p
+                .anomaly()
+                .and_then(|a| a.stats.detections.get(k as usize).copied())
+                .unwrap_or(0);
+            (k.name(), n as f64)
+        }),
+    );
     e.labelled(
         "portcullis_reloads_total",
         "counter",
@@ -312,5 +360,57 @@ mod tests {
         assert!(text.contains("portcullis_peer_rx_bytes_total{peer=\"lap\\\"top\"} 10\n"));
         assert!(text.contains("portcullis_pipeline_latency_seconds_bucket{le=\"+Inf\"} 1\n"));
         assert!(text.contains("portcullis_rule_packets_total{chain=\"forward\",rule="));
+        assert!(text.contains("portcullis_blocklist_entries{origin=\"ctl\"} 0\n"));
+        assert!(text.contains("portcullis_anomaly_alerts_total{detector=\"port_scan\"} 0\n"));
+    }
+
+    /// A port scan detected and blocked shows in the anomaly counter and
+    /// the blocklist gauge.
+    #[test]
+    fn anomaly_and_blocklist_metrics_count() {
+        use crate::anomaly::{AnomalyConfig, Kind};
+        let t0 = Instant::now();
+        let mut p = testbed::pipeline_accept_forward(t0);
+        let mut a = AnomalyConfig {
+            block: Some(Duration::from_secs(60)),
+            ..AnomalyConfig::default()
+        };
+        a.detectors = [None; 6];
+        a.detectors[Kind::PortScan as usize] = Some(crate::anomaly::Detector {
+            threshold: 3,
+            window: Duration::from_secs(10),
+            block: None,
+        });
+        p.set_protection(
+            &crate::blocklist::Protection {
+                anomaly: Some(a),
+                ..Default::default()
+            },
+            t0,
+        );
+        for port in 1..=3 {
+            let mut pkt = crate::packet::synth::tcp(
+                "100.64.0.2:40000".parse().unwrap(),
+                std::net::SocketAddr::new("198.51.100.7".parse().unwrap(), port),
+                crate::packet::synth::TcpSpec::default(),
+                &[],
+            )
+            .unwrap();
+            let _ = p.handle(&mut pkt, crate::zone::ZoneId::peer(0), t0);
+        }
+        let text = render(&p, &ShellMetrics::default());
+        super::super::prom::check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(
+            text.contains("portcullis_anomaly_alerts_total{detector=\"port_scan\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portcullis_blocklist_entries{origin=\"anomaly\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portcullis_blocklist_changes_total{change=\"added\"} 1\n"),
+            "{text}"
+        );
     }
 }
