@@ -14,8 +14,8 @@
 //!    inspected (`tcp-pkt` rules see the packet payload instead);
 //! 4. app layer ([`app`]): HTTP/1 requests, the TLS ClientHello SNI and DNS
 //!    queries fill the sticky buffers, each request/hello/query inspected once;
-//! 5. for each buffer an Aho-Corasick automaton over the rules' fast patterns
-//!    (case-insensitive; the full evaluation checks case) yields the
+//! 5. for each buffer a multi-literal [`prefilter`] over the rules' fast
+//!    patterns (case-insensitive; the full evaluation checks case) yields the
 //!    candidates, and only those are evaluated in full ([`detect`]).
 //!
 //! Actions (Suricata's order of precedence): a matching `pass` rule
@@ -30,14 +30,15 @@
 pub mod app;
 pub mod detect;
 pub mod eve;
+pub mod prefilter;
 pub mod replay;
 pub mod rule;
 pub mod stream;
 
 use crate::conntrack::{Dir, FlowId};
 use crate::packet::{PacketMeta, L4};
-use aho_corasick::AhoCorasick;
 use detect::{match_buffer, Buf};
+use prefilter::Prefilter;
 use rule::set::addr_value;
 use rule::{AppProto, Buffer, Matcher, Proto, RuleAction, Signature, ThresholdKind, Track};
 use siphasher::sip::SipHasher13;
@@ -161,11 +162,6 @@ impl BuildHasher for SipBuild {
     }
 }
 
-/// Pattern bytes up to which a group's automaton is a DFA: about one state
-/// per pattern byte, times the byte classes (tens) times 4 bytes per
-/// transition: 200 KB of patterns stay within a few tens of MiB.
-const DFA_MAX_PATTERN_BYTES: usize = 200_000;
-
 /// Fast patterns are cut to this many bytes (Hyperscan-style literal
 /// prefilters rarely gain from longer literals; a new stream chunk is scanned
 /// from this many bytes - 1 before it).
@@ -188,7 +184,7 @@ enum BitOp {
 /// Rules whose fast pattern lives in one buffer.
 #[derive(Debug, Default)]
 struct Group {
-    ac: Option<AhoCorasick>,
+    ac: Option<Prefilter>,
     /// Pattern id -> rule indices.
     by_pattern: Vec<Vec<u32>>,
     /// Rules with matchers in this buffer but no fast pattern.
@@ -294,6 +290,8 @@ pub struct Ids {
     stamp: u32,
     /// Per rule: its flowbit operations (names interned).
     bit_ops: Vec<Vec<BitOp>>,
+    /// Flowbit names by interned id.
+    bit_names: Vec<String>,
     stats: IdsStats,
     /// The lowercased haystack of the current prefilter scan.
     scratch: Vec<u8>,
@@ -383,25 +381,13 @@ impl Ids {
                 }
             }
         }
+        // The prefilter hash is keyed apart from the tracking tables.
+        let pf_key = (hash_key.0.rotate_left(17), hash_key.1.rotate_left(29));
         for (g, p) in groups.iter_mut().zip(pats) {
             if !p.is_empty() {
-                // A full DFA: one table lookup per byte (the NFA kinds were
-                // 5x slower on the benchmark mix); it costs memory, so very
-                // large groups fall back to the contiguous NFA.
-                let kind = if p.iter().map(Vec::len).sum::<usize>() <= DFA_MAX_PATTERN_BYTES {
-                    aho_corasick::AhoCorasickKind::DFA
-                } else {
-                    aho_corasick::AhoCorasickKind::ContiguousNFA
-                };
                 // Patterns are lowercase and the haystack is lowercased
-                // before the scan: a case-sensitive DFA is 3x faster than
-                // aho-corasick's ascii_case_insensitive one (measured:
-                // 555 vs 169 MB/s over 1,680 ET payload patterns).
-                g.ac = AhoCorasick::builder()
-                    .ascii_case_insensitive(false)
-                    .kind(Some(kind))
-                    .build(&p)
-                    .ok();
+                // before the scan.
+                g.ac = Some(Prefilter::new(&p, pf_key));
             }
         }
         let n = sigs.len();
@@ -429,8 +415,15 @@ impl Ids {
                     .collect()
             })
             .collect();
+        let mut bit_names = vec![String::new(); names.len()];
+        for (n, i) in names {
+            if let Some(slot) = bit_names.get_mut(usize::from(i)) {
+                *slot = n;
+            }
+        }
         Ids {
             bit_ops,
+            bit_names,
             cfg,
             sigs,
             groups,
@@ -464,6 +457,61 @@ impl Ids {
 
     pub fn rule_count(&self) -> usize {
         self.sigs.len()
+    }
+
+    /// Takes over the live state of the engine this one replaces (a rule
+    /// reload): per-flow state (reassembled streams, TCP and app-layer
+    /// progress, dropped/passed flows, flowbits), threshold counters, queued
+    /// alerts, counters and flow serials. What refers to rules is mapped by
+    /// (gid, sid): a rule kept across the reload does not alert again on a
+    /// stream it already alerted on, and keeps its threshold counts; state of
+    /// removed rules is dropped. Flowbits are mapped by name (bits no rule
+    /// of the new set names are dropped). The per-direction header-rule
+    /// lists are recomputed on each flow's next packet. The streams are
+    /// inspected again only from their next new bytes (the usual
+    /// pattern-length overlap included), so a new signature fires on a live
+    /// flow's next data, not on what was inspected before the reload.
+    pub fn adopt(&mut self, old: Ids) {
+        let by_sid: HashMap<(u32, u32), u32> = self
+            .sigs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ((s.gid, s.sid), i as u32))
+            .collect();
+        let map_rule = |i: u32| {
+            old.sigs
+                .get(i as usize)
+                .and_then(|s| by_sid.get(&(s.gid, s.sid)).copied())
+        };
+        let bit_ids: HashMap<&str, u16> = self
+            .bit_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), u16::try_from(i).unwrap_or(u16::MAX)))
+            .collect();
+        let map_bit = |b: &u16| {
+            old.bit_names
+                .get(usize::from(*b))
+                .and_then(|n| bit_ids.get(n.as_str()).copied())
+        };
+        let mut flows = old.flows;
+        for fs in flows.values_mut() {
+            for f in &mut fs.fired {
+                *f = f.iter().filter_map(|&i| map_rule(i)).collect();
+            }
+            fs.bits = fs.bits.iter().filter_map(map_bit).collect();
+            fs.hdr = [None, None];
+        }
+        self.flows = flows;
+        self.thresholds.clear();
+        for ((i, k), st) in old.thresholds {
+            if let Some(j) = map_rule(i) {
+                self.thresholds.insert((j, k), st);
+            }
+        }
+        self.alerts = old.alerts;
+        self.stats = old.stats;
+        self.next_serial = old.next_serial;
     }
     pub fn stats(&self) -> IdsStats {
         self.stats
@@ -831,22 +879,19 @@ impl Ids {
             let lower = &mut self.scratch;
             lower.clear();
             lower.extend(window.iter().map(u8::to_ascii_lowercase));
-            for m in ac.find_overlapping_iter(lower.as_slice()) {
-                self.stats.hits += 1;
-                for &i in group
-                    .by_pattern
-                    .get(m.pattern().as_usize())
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(s) = self.seen.get_mut(i as usize) {
+            let seen = &mut self.seen;
+            let hits = &mut self.stats.hits;
+            ac.for_each(lower.as_slice(), |pat| {
+                *hits += 1;
+                for &i in group.by_pattern.get(pat).into_iter().flatten() {
+                    if let Some(s) = seen.get_mut(i as usize) {
                         if *s != stamp {
                             *s = stamp;
                             cands.push(i);
                         }
                     }
                 }
-            }
+            });
         }
         self.stats.candidates += cands.len() as u64;
         for i in cands {

@@ -75,10 +75,16 @@ impl Replay {
     }
 
     fn inspect(&mut self, pkt: &[u8], meta: &packet::PacketMeta, now: Instant) -> IdsVerdict {
+        let (id, dir) = self.flow_of(meta);
+        self.ids.inspect(id, dir, meta, pkt, now)
+    }
+
+    /// The flow and direction of a packet (a new flow id for a new 5-tuple).
+    pub fn flow_of(&mut self, meta: &packet::PacketMeta) -> (FlowId, Dir) {
         let (sp, dp) = meta.ports();
         let k: Key = (meta.src, meta.dst, sp, dp, meta.proto);
         let r: Key = (meta.dst, meta.src, dp, sp, meta.proto);
-        let (id, dir) = if let Some(id) = self.flows.get(&k) {
+        if let Some(id) = self.flows.get(&k) {
             (*id, Dir::Original)
         } else if let Some(id) = self.flows.get(&r) {
             (*id, Dir::Reply)
@@ -93,9 +99,19 @@ impl Replay {
                 self.flows.insert(k, id);
                 (id, Dir::Original)
             }
-        };
-        self.ids.inspect(id, dir, meta, pkt, now)
+        }
     }
+}
+
+/// Parses a captured IP packet as the replay does (checksums not verified,
+/// tiny first fragments accepted); an IPv4 header checksum is filled in first.
+pub fn parse_captured(pkt: &[u8]) -> Option<(Vec<u8>, packet::PacketMeta)> {
+    let mut p = pkt.to_vec();
+    if p.first().map(|b| b >> 4) == Some(4) {
+        fill_ipv4_header_checksum(&mut p);
+    }
+    let m = parse(&p).ok()?;
+    Some((p, m))
 }
 
 fn parse(pkt: &[u8]) -> Result<packet::PacketMeta, packet::ParseError> {

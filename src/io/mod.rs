@@ -684,6 +684,7 @@ impl Shell {
             .update_peers(l.settings.wg.peers.clone())
             .map_err(|e| vec![format!("peers: {e}")])?;
         self.pipeline.reload_prepared(l.prepared);
+        reload::swap_ids(&mut self.pipeline, l.ids, &l.config.ids.report);
         self.pipeline.set_shaper(&l.settings.ops.limits);
         self.events.reconfigure(&l.settings.ops.events);
         self.pipeline.set_flow_log(self.events.wants_flows());
@@ -702,6 +703,7 @@ impl Shell {
         keep.pipeline.conntrack = self.settings.pipeline.conntrack;
         keep.pipeline.fragments = self.settings.pipeline.fragments;
         keep.log = self.settings.log;
+        keep.eve_log = self.settings.eve_log.clone();
         self.settings = keep;
         Ok(crate::control::ReloadReport {
             config: l.config.source.display().to_string(),

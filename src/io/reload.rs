@@ -10,6 +10,19 @@
 //! metrics address, the EVE and capture files, conntrack and fragment sizes,
 //! log level and format.
 //!
+//! The IDS (`[ids]`): the rule files are read again and the rule set is
+//! compiled here, off the data path, then swapped in at once
+//! ([`swap_ids`]). As at startup, rules this engine cannot load are skipped
+//! and counted per reason (logged with the reload); a missing rule file or
+//! an invalid `[ids]` value is a config error and rejects the reload whole.
+//! Live flows keep their inspection state across the swap (reassembled
+//! streams, app-layer progress, dropped/passed flows, flowbits by name,
+//! threshold counts and "already alerted" marks of kept rules by sid: see
+//! [`crate::ids::Ids::adopt`]); a signature added by the reload fires on a
+//! live flow's next data. Enabling or disabling the IDS applies too (a new
+//! engine starts with no flow state); a changed `ids.eve_log` waits for a
+//! restart.
+//!
 //! An invalid config is rejected whole with every problem; nothing changes.
 //! Note for `interface.user`: the reload runs as that user, so the config
 //! file (and key files) must be readable by it (e.g. group-readable).
@@ -32,6 +45,8 @@ pub struct Loaded {
     pub settings: RunSettings,
     pub prepared: Prepared,
     pub rules: usize,
+    /// The compiled IDS (`None`: `[ids]` disabled).
+    pub ids: Option<crate::ids::Ids>,
     pub started: Instant,
 }
 
@@ -43,16 +58,62 @@ pub fn load(path: &Path, started: Instant) -> Result<Loaded, Vec<String>> {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
     })?;
-    let settings = RunSettings::from_config(&config).map_err(|e| vec![format!("{e:#}")])?;
+    let mut settings = RunSettings::from_config(&config).map_err(|e| vec![format!("{e:#}")])?;
     let rules = config.input.rules.len() + config.forward.rules.len() + config.output.rules.len();
     let prepared = Pipeline::prepare(PipelineConfig::from_config(&config));
+    let ids = compile_ids(&mut settings);
     Ok(Loaded {
         config,
         settings,
         prepared,
         rules,
+        ids,
         started,
     })
+}
+
+/// Compiles the IDS rules of `settings` (taken out of it, as at startup),
+/// with a fresh hash key.
+fn compile_ids(settings: &mut RunSettings) -> Option<crate::ids::Ids> {
+    let (sigs, cfg) = settings.ids.take()?;
+    let mut k = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut k);
+    let (a, b) = k.split_at(8);
+    let key = (
+        u64::from_le_bytes(a.try_into().unwrap_or_default()),
+        u64::from_le_bytes(b.try_into().unwrap_or_default()),
+    );
+    Some(crate::ids::Ids::new(sigs, cfg, key))
+}
+
+/// Swaps the reloaded IDS into the pipeline: the new engine takes over the
+/// running one's live state ([`crate::ids::Ids::adopt`]); `None` removes the
+/// IDS. One step on the data path (the compilation happened in [`load`]).
+pub fn swap_ids(
+    pipeline: &mut Pipeline,
+    new: Option<crate::ids::Ids>,
+    report: &crate::ids::rule::LoadReport,
+) {
+    let old = pipeline.take_ids();
+    let Some(mut new) = new else {
+        if old.is_some() {
+            tracing::info!("IDS disabled by the reload");
+        }
+        return;
+    };
+    if let Some(old) = old {
+        new.adopt(old);
+    }
+    tracing::info!(
+        rules = report.loaded,
+        skipped = report.skipped_total(),
+        files = report.files,
+        "IDS rules reloaded"
+    );
+    for (why, n) in &report.skipped {
+        tracing::info!(count = n, reason = %why, "IDS rules skipped");
+    }
+    pipeline.set_ids(Some(new));
 }
 
 /// Settings a reload cannot apply (they need a restart).
@@ -91,5 +152,143 @@ pub fn needs_restart(old: &RunSettings, new: &RunSettings) -> Vec<String> {
         "[fragments]",
     );
     check(old.log != new.log, "[log]");
+    check(old.eve_log != new.eve_log, "ids.eve_log");
     v
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::conntrack::{Dir, FlowId};
+    use crate::ids::Ids;
+    use crate::packet::synth::{self, TcpSpec};
+    use crate::packet::tcp_flags::{ACK, PSH, SYN};
+
+    const BASE: &str = r#"
+[interface]
+addresses = ["100.64.0.1/24"]
+private_key = "YNqHwpcAmVj0lVzPSt4oLXe4WLZ6b7P6XWgGjrmZb1Y="
+
+[ids]
+enabled = true
+rule_files = ["*.rules"]
+"#;
+
+    fn setup(rules: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.rules"), rules).unwrap();
+        let cfg = dir.path().join("gw.toml");
+        std::fs::write(&cfg, BASE).unwrap();
+        (dir, cfg)
+    }
+
+    /// Client -> server packet of flow 7 at stream offset `off`.
+    fn send(ids: &mut Ids, flags: u8, seq: u32, ack: u32, dir: Dir, data: &[u8]) {
+        let (c, s) = (
+            "10.0.0.2:40000".parse().unwrap(),
+            "10.9.9.9:80".parse().unwrap(),
+        );
+        let (a, b) = if dir == Dir::Original { (c, s) } else { (s, c) };
+        let spec = TcpSpec {
+            flags,
+            seq,
+            ack,
+            ..TcpSpec::default()
+        };
+        let p = synth::tcp(a, b, spec, data).unwrap();
+        let m = crate::packet::parse(&p).unwrap();
+        let _ = ids.inspect(FlowId(7), dir, &m, &p, Instant::now());
+    }
+
+    fn sids(ids: &mut Ids) -> Vec<u32> {
+        std::iter::from_fn(|| ids.poll_alert())
+            .map(|a| a.sid)
+            .collect()
+    }
+
+    #[test]
+    fn reload_adds_a_signature_that_fires_on_a_live_flow() {
+        let (dir, cfg) =
+            setup("alert tcp any any -> any any (msg:\"old\"; content:\"aaa\"; sid:1;)\n");
+        let mut l1 = load(&cfg, Instant::now()).unwrap();
+        let mut ids = l1.ids.take().unwrap();
+        assert_eq!(ids.rule_count(), 1);
+        send(&mut ids, SYN, 999, 0, Dir::Original, b"");
+        send(&mut ids, SYN | ACK, 4999, 1000, Dir::Reply, b"");
+        send(&mut ids, ACK, 1000, 5000, Dir::Original, b"");
+        send(
+            &mut ids,
+            ACK | PSH,
+            1000,
+            5000,
+            Dir::Original,
+            b"GET /x HTTP/1.1\r\n",
+        );
+        assert!(sids(&mut ids).is_empty());
+        // The rule file gains a signature (and an unloadable rule, skipped).
+        std::fs::write(
+            dir.path().join("a.rules"),
+            "alert tcp any any -> any any (msg:\"old\"; content:\"aaa\"; sid:1;)\n\
+             alert tcp any any -> any any (msg:\"new\"; content:\"secret\"; sid:2;)\n\
+             alert tcp any any -> any any (msg:\"bad\"; byte_test:1,=,1,0; sid:3;)\n",
+        )
+        .unwrap();
+        let mut l2 = load(&cfg, Instant::now()).unwrap();
+        assert_eq!(l2.config.ids.report.loaded, 2);
+        assert_eq!(l2.config.ids.report.skipped_total(), 1);
+        // Swapped through the pipeline as the shell does.
+        let mut p = Pipeline::new(l2.settings.pipeline.clone(), (1, 2), Instant::now());
+        p.set_ids(Some(ids));
+        swap_ids(&mut p, l2.ids.take(), &l2.config.ids.report);
+        let mut ids = p.take_ids().unwrap();
+        assert_eq!(ids.rule_count(), 2);
+        assert_eq!(ids.stats().packets, 4, "counters carried over");
+        // The live flow's next packet carries the new signature's content.
+        send(
+            &mut ids,
+            ACK | PSH,
+            1017,
+            5000,
+            Dir::Original,
+            b"Cookie: secret\r\n",
+        );
+        assert_eq!(sids(&mut ids), vec![2]);
+        // The stream was kept: a content that starts before a reload and
+        // ends after it matches.
+        std::fs::write(
+            dir.path().join("a.rules"),
+            "alert tcp any any -> any any (msg:\"span\"; content:\"secret|0d 0a 0d 0a|\"; sid:4;)\n",
+        )
+        .unwrap();
+        let mut l4 = load(&cfg, Instant::now()).unwrap();
+        let mut next = l4.ids.take().unwrap();
+        next.adopt(ids);
+        send(&mut next, ACK | PSH, 1033, 5000, Dir::Original, b"\r\n");
+        assert_eq!(sids(&mut next), vec![4]);
+    }
+
+    #[test]
+    fn a_missing_rule_file_rejects_the_reload() {
+        let (dir, cfg) = setup("");
+        std::fs::write(&cfg, BASE.replace("\"*.rules\"", "\"missing.rules\"")).unwrap();
+        let e = load(&cfg, Instant::now()).unwrap_err();
+        assert!(e.iter().any(|p| p.contains("ids.rule_files")), "{e:?}");
+        std::fs::write(&cfg, format!("{BASE}stream_depth = \"lots\"\n")).unwrap();
+        assert!(load(&cfg, Instant::now()).is_err());
+        drop(dir);
+    }
+
+    #[test]
+    fn disabling_removes_the_ids() {
+        let (_dir, cfg) = setup("alert tcp any any -> any any (content:\"x\"; sid:1;)\n");
+        let mut l = load(&cfg, Instant::now()).unwrap();
+        let mut p = Pipeline::new(l.settings.pipeline.clone(), (1, 2), Instant::now());
+        p.set_ids(l.ids.take());
+        std::fs::write(&cfg, BASE.replace("enabled = true", "enabled = false")).unwrap();
+        let l2 = load(&cfg, Instant::now()).unwrap();
+        assert!(l2.ids.is_none());
+        swap_ids(&mut p, l2.ids, &l2.config.ids.report);
+        assert!(p.ids().is_none());
+    }
 }

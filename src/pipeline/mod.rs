@@ -1123,6 +1123,10 @@ impl Pipeline {
         self.ids = ids;
     }
 
+    pub fn take_ids(&mut self) -> Option<crate::ids::Ids> {
+        self.ids.take()
+    }
+
     pub fn ids(&self) -> Option<&crate::ids::Ids> {
         self.ids.as_ref()
     }

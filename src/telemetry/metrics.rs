@@ -38,40 +38,28 @@ pub fn render(p: &Pipeline, sh: &ShellMetrics<'_>) -> String {
         "Seconds since the gateway started.",
         sh.uptime_secs,
     );
-    e.family(
+    let verdicts = [
+        ("received", s.received),
+        ("forward", s.forwarded),
+        ("local", s.local),
+        ("held", s.held),
+        ("drop", s.dropped),
+        ("reject", s.rejected),
+    ];
+    e.labelled(
         "portcullis_packets_total",
         "counter",
         "Packets by pipeline verdict.",
+        "verdict",
+        verdicts.map(|(v, c)| (v, c.packets as f64)),
     );
-    for (v, c) in [
-        ("received", s.received),
-        ("forward", s.forwarded),
-        ("local", s.local),
-        ("held", s.held),
-        ("drop", s.dropped),
-        ("reject", s.rejected),
-    ] {
-        e.sample(
-            "portcullis_packets_total",
-            &[("verdict", v)],
-            c.packets as f64,
-        );
-    }
-    e.family(
+    e.labelled(
         "portcullis_bytes_total",
         "counter",
         "Bytes by pipeline verdict.",
+        "verdict",
+        verdicts.map(|(v, c)| (v, c.bytes as f64)),
     );
-    for (v, c) in [
-        ("received", s.received),
-        ("forward", s.forwarded),
-        ("local", s.local),
-        ("held", s.held),
-        ("drop", s.dropped),
-        ("reject", s.rejected),
-    ] {
-        e.sample("portcullis_bytes_total", &[("verdict", v)], c.bytes as f64);
-    }
     e.single(
         "portcullis_fast_path_packets_total",
         "counter",
@@ -133,18 +121,13 @@ pub fn render(p: &Pipeline, sh: &ShellMetrics<'_>) -> String {
         );
     }
     let ct = p.conntrack().stats();
-    e.family(
+    e.labelled(
         "portcullis_conntrack_entries",
         "gauge",
         "Tracked flows by state.",
+        "state",
+        ct.by_state.iter().map(|&(st, n)| (st, n as f64)),
     );
-    for (state, n) in ct.by_state {
-        e.sample(
-            "portcullis_conntrack_entries",
-            &[("state", state)],
-            n as f64,
-        );
-    }
     e.single(
         "portcullis_conntrack_max_entries",
         "gauge",
@@ -167,36 +150,27 @@ pub fn render(p: &Pipeline, sh: &ShellMetrics<'_>) -> String {
         "Flows that may be evicted early under pressure.",
         ct.unassured as f64,
     );
-    e.family(
+    e.labelled(
         "portcullis_conntrack_events_total",
         "counter",
         "Flow table events.",
+        "event",
+        [
+            ("inserted", ct.inserted),
+            ("removed", ct.removed),
+            ("expired", ct.expired),
+            ("evicted_early", ct.evicted_early),
+            ("refused_full", ct.refused_full),
+        ]
+        .map(|(ev, n)| (ev, n as f64)),
     );
-    for (ev, n) in [
-        ("inserted", ct.inserted),
-        ("removed", ct.removed),
-        ("expired", ct.expired),
-        ("evicted_early", ct.evicted_early),
-        ("refused_full", ct.refused_full),
-    ] {
-        e.sample(
-            "portcullis_conntrack_events_total",
-            &[("event", ev)],
-            n as f64,
-        );
-    }
-    e.family(
+    e.labelled(
         "portcullis_conntrack_invalid_total",
         "counter",
         "Packets connection tracking found invalid, by reason.",
+        "reason",
+        ct.invalid.iter().map(|&(r, n)| (r, n as f64)),
     );
-    for (r, n) in ct.invalid {
-        e.sample(
-            "portcullis_conntrack_invalid_total",
-            &[("reason", r)],
-            n as f64,
-        );
-    }
     e.single(
         "portcullis_flows_revoked_total",
         "counter",
@@ -209,72 +183,53 @@ pub fn render(p: &Pipeline, sh: &ShellMetrics<'_>) -> String {
         "Rule generation (bumped by every reload).",
         f64::from(p.generation()),
     );
-    e.family(
+    e.labelled(
         "portcullis_shaper_refused_total",
         "counter",
         "Packets and new flows refused by rate and connection limits.",
+        "limit",
+        p.shaper().refused().map(|(k, n)| (k, n as f64)),
     );
-    for (k, n) in p.shaper().refused() {
-        e.sample("portcullis_shaper_refused_total", &[("limit", k)], n as f64);
-    }
-    e.family(
-        "portcullis_peer_rx_bytes_total",
-        "counter",
-        "Bytes received from each peer (decrypted).",
-    );
-    for ps in sh.peers {
-        e.sample(
+    type PeerValue = fn(&PeerStats) -> f64;
+    let per_peer: [(&str, &str, &str, PeerValue); 5] = [
+        (
             "portcullis_peer_rx_bytes_total",
-            &[("peer", &ps.name)],
-            ps.rx_bytes as f64,
-        );
-    }
-    e.family(
-        "portcullis_peer_tx_bytes_total",
-        "counter",
-        "Bytes sent to each peer (plaintext).",
-    );
-    for ps in sh.peers {
-        e.sample(
+            "counter",
+            "Bytes received from each peer (decrypted).",
+            |ps| ps.rx_bytes as f64,
+        ),
+        (
             "portcullis_peer_tx_bytes_total",
-            &[("peer", &ps.name)],
-            ps.tx_bytes as f64,
-        );
-    }
-    e.family(
-        "portcullis_peer_handshake_age_seconds",
-        "gauge",
-        "Seconds since each peer's last handshake (NaN: none yet).",
-    );
-    for ps in sh.peers {
-        e.sample(
+            "counter",
+            "Bytes sent to each peer (plaintext).",
+            |ps| ps.tx_bytes as f64,
+        ),
+        (
             "portcullis_peer_handshake_age_seconds",
-            &[("peer", &ps.name)],
-            ps.last_handshake.map_or(f64::NAN, |d| d.as_secs_f64()),
-        );
-    }
-    e.family(
-        "portcullis_peer_session_up",
-        "gauge",
-        "1 if the peer has a usable session.",
-    );
-    for ps in sh.peers {
-        e.sample(
+            "gauge",
+            "Seconds since each peer's last handshake (NaN: none yet).",
+            |ps| ps.last_handshake.map_or(f64::NAN, |d| d.as_secs_f64()),
+        ),
+        (
             "portcullis_peer_session_up",
-            &[("peer", &ps.name)],
-            if ps.has_session { 1.0 } else { 0.0 },
-        );
-    }
-    e.family(
-        "portcullis_peer_kill_switch_drops_total",
-        "counter",
-        "Packets for each peer dropped because no session could carry them.",
-    );
-    for ps in sh.peers {
-        e.sample(
+            "gauge",
+            "1 if the peer has a usable session.",
+            |ps| if ps.has_session { 1.0 } else { 0.0 },
+        ),
+        (
             "portcullis_peer_kill_switch_drops_total",
-            &[("peer", &ps.name)],
-            ps.kill_switch_drops as f64,
+            "counter",
+            "Packets for each peer dropped because no session could carry them.",
+            |ps| ps.kill_switch_drops as f64,
+        ),
+    ];
+    for (name, kind, help, value) in per_peer {
+        e.labelled(
+            name,
+            kind,
+            help,
+            "peer",
+            sh.peers.iter().map(|ps| (ps.name.as_str(), value(ps))),
         );
     }
     if let Some(h) = sh.latency {
@@ -302,20 +257,12 @@ pub fn render(p: &Pipeline, sh: &ShellMetrics<'_>) -> String {
         "Packets written to the pcap capture.",
         sh.capture_packets as f64,
     );
-    e.family(
+    e.labelled(
         "portcullis_reloads_total",
         "counter",
         "Configuration reloads by result.",
-    );
-    e.sample(
-        "portcullis_reloads_total",
-        &[("result", "ok")],
-        sh.reloads_ok as f64,
-    );
-    e.sample(
-        "portcullis_reloads_total",
-        &[("result", "failed")],
-        sh.reloads_failed as f64,
+        "result",
+        [("ok", sh.reloads_ok), ("failed", sh.reloads_failed)].map(|(r, n)| (r, n as f64)),
     );
     e.finish()
 }

@@ -72,6 +72,21 @@ impl Exposition {
         self.sample(name, &[], value);
     }
 
+    /// A family with one sample per row, each labelled `label="row name"`.
+    pub fn labelled<S: AsRef<str>>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        label: &str,
+        rows: impl IntoIterator<Item = (S, f64)>,
+    ) {
+        self.family(name, kind, help);
+        for (v, n) in rows {
+            self.sample(name, &[(label, v.as_ref())], n);
+        }
+    }
+
     pub fn finish(self) -> String {
         self.out
     }
