@@ -275,7 +275,15 @@ impl Shell {
             return;
         };
         let mut rep = TunTxReport::default();
-        self.tun_tx.flush(tun.get_ref().as_raw_fd(), &mut rep);
+        // experimental: the writer thread writes it (see `tun_writer`)
+        let handed = !self.tun_tx.is_empty()
+            && self
+                .tun_writer
+                .as_mut()
+                .is_some_and(|w| w.hand_over(&mut self.tun_tx, &mut rep));
+        if !handed {
+            self.tun_tx.flush(tun.get_ref().as_raw_fd(), &mut rep);
+        }
         self.counters.tun_tx += rep.packets;
         self.counters.tun_tx_writes += rep.writes;
         self.counters.send_errors += rep.errors;

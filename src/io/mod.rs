@@ -25,7 +25,10 @@
 //! GSO) at the end of every loop turn; TUN writes are queued and coalesced
 //! into TCP super-packets (IFF_VNET_HDR) and written at the same point.
 //! `PORTCULLIS_NO_GRO`, `PORTCULLIS_NO_GSO`, `PORTCULLIS_NO_TUN_OFFLOAD` turn
-//! each offload off (comparisons, broken drivers). Netstack mode has no TUN
+//! each offload off (comparisons, broken drivers). `PORTCULLIS_BENCH_BYPASS=1`
+//! skips the pipeline altogether (benchmarks only: [`bypass`]);
+//! `PORTCULLIS_TUN_THREAD=1` writes the TUN from a second thread
+//! (experimental: [`tun_writer`]). Netstack mode has no TUN
 //! (the TUN arm of the loop never fires, nothing is queued for it) but uses
 //! the same batched UDP path.
 //!
@@ -54,6 +57,7 @@
 
 pub mod batch;
 mod batched;
+pub mod bypass;
 pub mod capture;
 pub mod control;
 pub mod events;
@@ -64,6 +68,7 @@ pub mod offload;
 pub mod privs;
 pub mod reload;
 pub mod tun;
+pub mod tun_writer;
 
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::verdict::{DropReason, Verdict};
@@ -150,6 +155,7 @@ impl IoCounters {
 pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     let wg = WgDevice::new(settings.wg.clone()).context("WireGuard peers")?;
     let netstack_mode = settings.mode == crate::config::Mode::Netstack;
+    let bypass = bypass::Bypass::from_env(&settings, netstack_mode);
     // netstack mode has no TUN (and so no vnet header)
     let tun_vnet = !netstack_mode && batched::want_tun_offload();
     let dev = if netstack_mode {
@@ -245,6 +251,22 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             }
             None => None,
         };
+        let tun_writer = match (&tun, tun_vnet && tun_writer::wanted()) {
+            (Some(t), true) => {
+                use std::os::fd::AsRawFd;
+                match tun_writer::TunWriter::start(t.get_ref().as_raw_fd(), true) {
+                    Ok(w) => {
+                        tracing::warn!("{}=1: experimental: TUN writes on their own thread", tun_writer::ENV);
+                        Some(w)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "TUN writer thread unavailable: writing from the loop");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let (gro, gso) = batched::udp_offloads(&udp);
         tracing::info!(
             udp_gro = gro,
@@ -302,12 +324,14 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             dual,
             wg,
             pipeline,
+            bypass,
             counters: IoCounters::default(),
             outs: Vec::new(),
             tx: batch::UdpTx::new(gso),
             rx_gro: gro,
             tun_vnet,
             tun_tx: offload::TunTx::new(tun_vnet),
+            tun_writer,
             dec: vec![0; crate::wg::BUF_LEN],
             capture: capture::RotatingPcap::new(&settings.ops.capture),
             events,
@@ -345,6 +369,8 @@ struct Shell {
     dual: bool,
     wg: WgDevice,
     pipeline: Pipeline,
+    /// Benchmarks only: skip the pipeline (`PORTCULLIS_BENCH_BYPASS=1`).
+    bypass: Option<bypass::Bypass>,
     counters: IoCounters,
     outs: Vec<WgOutput>,
     /// Datagrams collected during one batch, sent by `flush_tx`.
@@ -353,6 +379,8 @@ struct Shell {
     /// The TUN has IFF_VNET_HDR: writes are queued in `tun_tx` (coalesced).
     tun_vnet: bool,
     tun_tx: offload::TunTx,
+    /// Experimental (`PORTCULLIS_TUN_THREAD=1`): the thread that writes `tun_tx`.
+    tun_writer: Option<tun_writer::TunWriter>,
     /// Decryption buffer (no allocation per packet).
     dec: Vec<u8>,
     capture: Option<capture::RotatingPcap>,
@@ -719,9 +747,21 @@ impl Shell {
         }
     }
 
+    /// The pipeline's verdict, or in a bypass run (benchmarks) straight
+    /// forwarding by AllowedIPs.
+    fn decide(&mut self, pkt: &mut [u8], ingress: ZoneId, now: Instant) -> Verdict {
+        match &self.bypass {
+            None => self.pipeline.handle(pkt, ingress, now),
+            Some(b) => match b.route(pkt, ingress) {
+                Some(z) => Verdict::Forward(z),
+                None => Verdict::Drop(DropReason::NoRoute),
+            },
+        }
+    }
+
     async fn on_tun_packet(&mut self, pkt: &mut [u8]) {
         let now = Instant::now();
-        let v = self.pipeline.handle(pkt, ZoneId::TUN, now);
+        let v = self.decide(pkt, ZoneId::TUN, now);
         self.apply(v, ZoneId::TUN, pkt, now).await;
         self.latency.observe(now.elapsed());
         self.drain_transmits(now).await;
@@ -737,7 +777,7 @@ impl Shell {
             .handle_datagram_into(from, datagram, now, &mut dec, &mut outs)
         {
             if let Some(pkt) = dec.get_mut(..n) {
-                let v = self.pipeline.handle(pkt, zone, now);
+                let v = self.decide(pkt, zone, now);
                 self.apply(v, zone, pkt, now).await;
                 self.latency.observe(now.elapsed());
                 self.drain_transmits(now).await;
@@ -749,7 +789,7 @@ impl Shell {
                 WgOutput::Network { to, data } => self.send_udp(to, &data).await,
                 WgOutput::Packet { zone, mut data } => {
                     let t = Instant::now();
-                    let v = self.pipeline.handle(&mut data, zone, t);
+                    let v = self.decide(&mut data, zone, t);
                     self.apply(v, zone, &data, t).await;
                     self.latency.observe(t.elapsed());
                     self.drain_transmits(now).await;
@@ -930,7 +970,7 @@ impl Shell {
                 match o {
                     WgOutput::Network { to, data } => self.send_udp(to, &data).await,
                     WgOutput::Packet { zone, mut data } => {
-                        let v = self.pipeline.handle(&mut data, zone, now);
+                        let v = self.decide(&mut data, zone, now);
                         self.apply(v, zone, &data, now).await;
                     }
                 }

@@ -178,17 +178,12 @@ pub enum OffloadError {
     },
 }
 
-fn sum16(data: &[u8], mut acc: u64) -> u64 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        if let [a, b] = c {
-            acc += u64::from(u16::from_be_bytes([*a, *b]));
-        }
-    }
-    if let [a] = chunks.remainder() {
-        acc += u64::from(*a) << 8;
-    }
-    acc
+/// `acc` plus the RFC 1071 sum of `data` (big-endian words, an odd last byte
+/// zero-padded), unfolded: the vectorized sum of `packet::checksum` (every
+/// segment cut from a super-packet and every NEEDS_CSUM read is summed whole:
+/// 2-byte steps made `tso_segment` 8 % of a portcullis client's CPU).
+fn sum16(data: &[u8], acc: u64) -> u64 {
+    acc + u64::from(crate::packet::checksum::sum(data))
 }
 
 fn fold(mut acc: u64) -> u16 {
