@@ -108,6 +108,7 @@ const RULE_KEYS: &[&str] = &[
     "http_host",
     "dns_qname",
     "block",
+    "capture",
 ];
 const CONNTRACK_KEYS: &[&str] = &["max_entries", "tcp_loose", "timeouts"];
 const TIMEOUT_KEYS: &[&str] = &[
@@ -1129,6 +1130,9 @@ impl Builder {
             rule.log = b;
         }
         rule.block = self.duration_at(t, "block");
+        if let Some(b) = self.ctx.bool_at(t, "capture") {
+            rule.capture = b;
+        }
         action.map(|_| rule)
     }
 

@@ -104,6 +104,9 @@ pub struct Rule {
     /// Block the source of matching new-flow packets for this long
     /// (`block = "10m"`, see [`crate::blocklist`]).
     pub block: Option<std::time::Duration>,
+    /// Write the packets this rule drops or rejects to the pcap capture
+    /// (`capture = true`; needs `[capture] file`, see `io::capture`).
+    pub capture: bool,
 }
 
 impl Rule {
@@ -129,6 +132,7 @@ impl Rule {
             http_host: None,
             dns_qname: None,
             block: None,
+            capture: false,
         }
     }
 

@@ -496,6 +496,7 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
             http_host,
             dns_qname,
             block: None,
+            capture: false,
         },
     )
 }

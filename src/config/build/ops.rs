@@ -152,7 +152,15 @@ impl Builder {
 
     fn capture(&mut self, top: Tab<'_>, chains: [&ChainDef; 3]) -> Capture {
         let mut c = Capture::default();
+        let wanted = chains.iter().any(|d| d.rules.iter().any(|r| r.capture));
         let Some(t) = self.section(top, "capture") else {
+            if wanted {
+                self.ctx.missing(
+                    top,
+                    "capture",
+                    "a [capture] section with a file (a rule has capture = true)",
+                );
+            }
             return c;
         };
         self.ctx.check_keys(t, CAPTURE_KEYS);
@@ -174,6 +182,18 @@ impl Builder {
                     }
                 }
             }
+        }
+        // rules with `capture = true` (by position in their chain)
+        for (chain, def) in Chain::ALL.into_iter().zip(chains) {
+            for (i, r) in def.rules.iter().enumerate() {
+                if r.capture && !c.rules.contains(&(chain, i as u32)) {
+                    c.rules.push((chain, i as u32));
+                }
+            }
+        }
+        if wanted && c.file.is_none() {
+            self.ctx
+                .missing(t, "file", "a pcap file (a rule has capture = true)");
         }
         if c.what == CaptureWhat::Rules && c.rules.is_empty() && !t.map.contains_key("rules") {
             self.ctx
@@ -409,6 +429,38 @@ packets_per_sec = 100
         assert_eq!(o.limits.rules.len(), 1);
         assert_eq!(o.limits.rules[0].0, Chain::Forward);
         assert_eq!(o.limits.rules[0].1, 0);
+    }
+
+    /// `capture = true` on a rule adds it to the captured rules (with any
+    /// `what`), and asks for a capture file.
+    #[test]
+    fn rule_capture_key() {
+        let rule = r#"
+[[rule]]
+chain = "input"
+name = "no-ssh"
+dport = 22
+proto = "tcp"
+action = "reject"
+capture = true
+"#;
+        let text = format!(
+            "{BASE}{rule}\n[capture]\nfile = \"/tmp/x.pcap\"\nwhat = \"rules\"\nrules = [\"no-smb\"]\n"
+        );
+        let c = load_str(&text, "gw.toml").unwrap();
+        assert_eq!(c.ops.capture.what, CaptureWhat::Rules);
+        assert_eq!(
+            c.ops.capture.rules,
+            vec![(Chain::Forward, 1), (Chain::Input, 0)]
+        );
+        let e = load_str(&format!("{BASE}{rule}"), "gw.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gw.toml") && e.contains("capture"), "{e}");
+        let e = load_str(&format!("{BASE}{rule}\n[capture]\nwhat = \"drops\"\n"), "gw.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("capture.file"), "{e}");
     }
 
     #[test]
