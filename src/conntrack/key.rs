@@ -73,6 +73,16 @@ impl FlowKey {
         }
     }
 
+    /// True when `reply` is not the plain inverse of `self` (addresses or
+    /// ports differ from the swapped original: the flow is translated). Zones
+    /// are not compared: a reply enters from the egress zone.
+    pub fn translates_to(&self, reply: &FlowKey) -> bool {
+        self.src != reply.dst
+            || self.dst != reply.src
+            || self.sport != reply.dport
+            || self.dport != reply.sport
+    }
+
     /// The keyed hash of this key (see [`FlowHasher`]).
     #[inline]
     pub(crate) fn hash_with(&self, h: &FlowHasher) -> u64 {
