@@ -237,7 +237,7 @@ fn parse_v4(buf: &[u8], verify: bool, tiny_ok: bool) -> Result<PacketMeta, Parse
     } else {
         checksum::acc_ne(hdr)
     };
-    if checksum::fold(checksum::sum_of_acc(acc)) != 0xffff {
+    if !checksum::acc_verifies(acc) {
         return Err(ParseError::BadIpChecksum);
     }
     let fo = u16::from_be_bytes([h[6], h[7]]);
@@ -452,9 +452,10 @@ fn verify_l4(pkt: &[u8], l4_off: usize, proto_: u8, v6: bool) -> bool {
         return false;
     };
     let len = seg.len() as u32; // <= 65535: pkt is at most 65535 bytes
-    let ph = match (proto_, v6) {
-        (proto::ICMP, false) => 0,
-        (proto::UDP, _) if seg.get(6..8) == Some(&[0, 0]) => return !v6,
+    match (proto_, v6) {
+        // ICMP (v4) has no pseudo header.
+        (proto::ICMP, false) => checksum::acc_verifies(checksum::acc_ne(seg)),
+        (proto::UDP, _) if seg.get(6..8) == Some(&[0, 0]) => !v6,
         _ => {
             // The addresses as fixed-length arrays: their accumulation
             // compiles to straight-line adds.
@@ -473,10 +474,9 @@ fn verify_l4(pkt: &[u8], l4_off: usize, proto_: u8, v6: bool) -> bool {
                 + checksum::acc_ne(seg)
                 + checksum::acc_of_be16(u16::from(proto_))
                 + checksum::acc_of_be16(checksum::fold(len));
-            return checksum::fold(checksum::sum_of_acc(acc)) == 0xffff;
+            checksum::acc_verifies(acc)
         }
-    };
-    checksum::fold(checksum::sum(seg) + ph) == 0xffff
+    }
 }
 
 /// Parses a TCP header into `l4` (in place: no header struct is copied
