@@ -119,7 +119,7 @@ pub(crate) fn sum_of_acc(acc: u64) -> u32 {
 /// order does not matter. Checked against the folds by a property test.
 #[inline]
 pub(crate) fn acc_verifies(acc: u64) -> bool {
-    acc != 0 && acc % 0xffff == 0
+    acc != 0 && acc.is_multiple_of(0xffff)
 }
 
 /// Folds a 32-bit ones'-complement accumulator to 16 bits (end-around carry).
@@ -384,7 +384,7 @@ mod tests {
             prop_assert_eq!(acc_verifies(a), by_folds(a));
             let mut with = data.clone();
             with.extend_from_slice(&finish(sum(&data)).to_be_bytes());
-            if data.len() % 2 == 0 {
+            if data.len().is_multiple_of(2) {
                 prop_assert!(acc_verifies(acc_ne(&with)));
             }
         }
