@@ -44,6 +44,10 @@ pub(super) const FL_ASSURED: u8 = 4;
 /// TCP simultaneous open (kernel SYN_SENT2; reported as SYN_SENT).
 pub(super) const FL_S2: u8 = 8;
 pub(super) const FL_IS_TCP: u8 = 16;
+/// The reply key is not the plain inverse of the original (NAT): set once at
+/// insert, as the keys never change afterwards, so the fast path tests a bit
+/// instead of comparing two keys on every packet.
+pub(super) const FL_XLATE: u8 = 32;
 
 /// "No slot" in the intrusive lists.
 pub(super) const NIL: u32 = u32::MAX;
@@ -138,6 +142,13 @@ impl Flow {
     /// True once a packet of the reply direction was seen.
     pub fn seen_reply(&self) -> bool {
         self.flags & FL_SEEN_REPLY != 0
+    }
+
+    /// True when the reply tuple is not the plain inverse of the original
+    /// (the flow is translated: NAT). Cached at insert (see [`FlowKey::translates_to`]).
+    #[inline]
+    pub fn is_translated(&self) -> bool {
+        self.flags & FL_XLATE != 0
     }
 
     /// True once the flow completed its handshake (TCP) or saw a reply (others);

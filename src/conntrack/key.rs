@@ -73,6 +73,16 @@ impl FlowKey {
         }
     }
 
+    /// True when `reply` is not the plain inverse of `self` (addresses or
+    /// ports differ from the swapped original: the flow is translated). Zones
+    /// are not compared: a reply enters from the egress zone.
+    pub fn translates_to(&self, reply: &FlowKey) -> bool {
+        self.src != reply.dst
+            || self.dst != reply.src
+            || self.sport != reply.dport
+            || self.dport != reply.sport
+    }
+
     /// The keyed hash of this key (see [`FlowHasher`]).
     #[inline]
     pub(crate) fn hash_with(&self, h: &FlowHasher) -> u64 {
@@ -117,14 +127,19 @@ impl FlowHasher {
             | u64::from(key.sport) << 24
             | u64::from(key.dport) << 40;
         let h = match (&key.src, &key.dst) {
+            // Addresses as native-endian words of their octets: the hash
+            // needs no byte order, and the byte swaps cost ~4 instructions a
+            // packet (IPv4; ~8 for IPv6).
             (IpAddr::V4(s), IpAddr::V4(d)) => fmul(
                 (head | 4 << 56) ^ k0,
-                (u64::from(u32::from(*s)) << 32 | u64::from(u32::from(*d))) ^ k1,
+                (u64::from(u32::from_ne_bytes(s.octets())) << 32
+                    | u64::from(u32::from_ne_bytes(d.octets())))
+                    ^ k1,
             ),
             (&s, &d) => {
                 let bits = |a: IpAddr| match a {
-                    IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
-                    IpAddr::V6(v6) => u128::from(v6),
+                    IpAddr::V4(v4) => u128::from_ne_bytes(v4.to_ipv6_mapped().octets()),
+                    IpAddr::V6(v6) => u128::from_ne_bytes(v6.octets()),
                 };
                 let (s, d) = (bits(s), bits(d));
                 let a = fmul((s >> 64) as u64 ^ k0, s as u64 ^ k1);

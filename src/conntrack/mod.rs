@@ -60,7 +60,7 @@ use crate::zone::ZoneId;
 
 use flow::{
     CLASS_NAMES, C_ICMP, C_OTHER, C_UDP_REPLIED, C_UDP_UNREPLIED, FL_ASSURED, FL_IS_TCP, FL_LIVE,
-    FL_S2, FL_SEEN_REPLY, NIL, N_CLASSES,
+    FL_S2, FL_SEEN_REPLY, FL_XLATE, NIL, N_CLASSES,
 };
 
 /// The connection state of a packet, as rules match it (`ct_state`).
@@ -701,6 +701,9 @@ impl Conntrack {
             f.win = win;
             f.class = class;
             f.flags = FL_LIVE | flags;
+            if orig.translates_to(&reply) {
+                f.flags |= FL_XLATE;
+            }
             if let L4::Icmp(i) = meta.l4 {
                 f.set_icmp_type(i.ty, i.code);
             }

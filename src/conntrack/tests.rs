@@ -897,3 +897,30 @@ fn ct_state_mask_bits() {
         CtState::Invalid
     );
 }
+
+/// The translated flag is computed at insert from the two keys: a plain
+/// inverse reply key is not translated, a reply key whose address or port
+/// differs (NAT) is, and the reply zone alone does not count.
+#[test]
+fn translated_flag_cached_at_insert() {
+    let mut h = H::new(CtConfig::default());
+    let plain = h.open(&udp(true));
+    assert!(!h.ct.flow(plain).unwrap().is_translated());
+    let m = tcp(true, F::SYN, 100, 0, 0);
+    let orig = FlowKey::from_meta(ZA, &m);
+    let other_zone = orig.inverse(ZoneId(9));
+    assert!(!orig.translates_to(&other_zone));
+    let mut snat = orig.inverse(ZB);
+    snat.dport = 61_000;
+    assert!(orig.translates_to(&snat));
+    let mut dnat = orig.inverse(ZB);
+    dnat.src = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 80));
+    assert!(orig.translates_to(&dnat));
+    let id = h.ct.insert(ZA, &m, ZB, Some(snat), 1, h.now).unwrap();
+    assert!(h.ct.flow(id).unwrap().is_translated());
+    // The flag goes with the slot's flow: a reused slot is recomputed.
+    h.ct.remove(id).unwrap();
+    let id2 = h.ct.insert(ZA, &m, ZB, None, 1, h.now).unwrap();
+    assert_eq!(id2, id);
+    assert!(!h.ct.flow(id2).unwrap().is_translated());
+}

@@ -28,11 +28,11 @@ pub struct Tuple {
     pub dport: u16,
 }
 
-/// True when the flow's reply tuple is not the plain inverse of its original.
+/// True when the flow's reply tuple is not the plain inverse of its original
+/// (a flag conntrack sets at insert: the keys never change afterwards).
 #[inline]
 pub fn is_translated(f: &Flow) -> bool {
-    let (o, r) = (&f.orig, &f.reply);
-    o.src != r.dst || o.dst != r.src || o.sport != r.dport || o.dport != r.sport
+    f.is_translated()
 }
 
 /// The tuple a packet of direction `dir` of `f` leaves with.

@@ -710,19 +710,23 @@ impl Pipeline {
         match self.ct.track(ingress, meta, now) {
             Track::Tracked { id, dir, state } => {
                 let current = self.generation;
-                if self.ct.flow(id).is_none_or(|f| f.generation != current) {
+                // One flow access for the generation check and the rest of
+                // the fast path (the shaper and the counters are other
+                // fields); fetched again only after a re-check.
+                let mut flow = self.ct.flow_mut(id);
+                if flow.as_ref().is_none_or(|f| f.generation != current) {
                     if let Some(v) = self.recheck(id, pkt, meta, dir, now, t) {
                         return v;
                     }
+                    flow = self.ct.flow_mut(id);
                 }
                 if !self.l7.idle() {
                     if let Some(v) = self.l7_step(id, dir, pkt, meta, now, t) {
                         return v;
                     }
+                    flow = self.ct.flow_mut(id);
                 }
-                // One flow access for the rest of the fast path (the shaper
-                // and the counters are other fields).
-                let Some(flow) = self.ct.flow_mut(id) else {
+                let Some(flow) = flow else {
                     return Verdict::Drop(DropReason::Invalid);
                 };
                 let out = if dir == Dir::Original {
