@@ -46,6 +46,11 @@ fn main() {
         t0.elapsed().as_secs_f64() * 1e3,
         rss_kib().saturating_sub(rss0)
     );
+    let (ip_only, hdr, _, _) = ids.shape();
+    println!(
+        "{} rules: {ip_only} IP-only, header rules [tcp, udp, icmp, other] {hdr:?}",
+        ids.rule_count()
+    );
     let (pkts, bytes) = if which == "pcaps" {
         ids_mix::pcap_mix()
     } else {

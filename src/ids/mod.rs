@@ -8,10 +8,13 @@
 //! Inspection of one packet:
 //! 1. a flow dropped earlier (prevent mode) drops the packet;
 //! 2. header-only rules: IP-only rules once per flow direction, packet rules
-//!    (flags, dsize, itype...) on every packet;
+//!    (flags, dsize, itype...) on every packet; both found through an
+//!    address index ([`headers`]), rules needing a flowbit through the bits
+//!    the flow has;
 //! 3. payload: UDP/ICMP payloads directly; TCP payloads go through
 //!    per-direction [`stream`] reassembly and the in-order bytes are
-//!    inspected (`tcp-pkt` rules see the packet payload instead);
+//!    inspected (`tcp-pkt` rules see the packet payload instead; an in-order
+//!    segment is the stream's new bytes, so one prefilter scan serves both);
 //! 4. app layer ([`app`]): HTTP/1 requests, the TLS ClientHello SNI and DNS
 //!    queries fill the sticky buffers, each request/hello/query inspected once;
 //! 5. for each buffer a multi-literal [`prefilter`] over the rules' fast
@@ -30,6 +33,7 @@
 pub mod app;
 pub mod detect;
 pub mod eve;
+pub mod headers;
 pub mod prefilter;
 pub mod replay;
 pub mod rule;
@@ -38,6 +42,7 @@ pub mod stream;
 use crate::conntrack::{Dir, FlowId};
 use crate::packet::{PacketMeta, L4};
 use detect::{match_buffer, Buf};
+use headers::HeaderIndex;
 use prefilter::Prefilter;
 use rule::set::addr_value;
 use rule::{AppProto, Buffer, Matcher, Proto, RuleAction, Signature, ThresholdKind, Track};
@@ -171,6 +176,21 @@ const MAX_FAST_PATTERN: usize = 32;
 const PKT_GROUP: usize = Buffer::ALL.len();
 const GROUPS: usize = PKT_GROUP + 1;
 
+/// No pattern (in [`TcpScan::ids`]).
+const NO_PAT: u32 = u32::MAX;
+
+/// The stream and `tcp-pkt` payload groups in one prefilter: an in-order
+/// segment's bytes are both the packet payload and the stream's new bytes,
+/// so they are scanned once for both groups.
+#[derive(Debug)]
+struct TcpScan {
+    pf: Prefilter,
+    /// Merged pattern id -> (stream group pattern id, `tcp-pkt` group
+    /// pattern id), [`NO_PAT`] when not in that group. Stream patterns keep
+    /// their ids (so hits come in the stream group's order).
+    ids: Vec<(u32, u32)>,
+}
+
 /// A flowbit operation with the name interned.
 #[derive(Debug, Clone)]
 enum BitOp {
@@ -213,9 +233,9 @@ struct FlowState {
     passed: bool,
     /// Flowbits set on this flow.
     bits: Vec<u16>,
-    /// Per direction: header rules (plain, needing a flowbit) whose
-    /// addresses and ports fit the flow.
-    hdr: [Option<(Vec<u32>, Vec<u32>)>; 2],
+    /// Per direction: the plain header rules whose addresses and ports fit
+    /// the flow.
+    hdr: [Option<Vec<u32>>; 2],
 }
 
 impl FlowState {
@@ -278,10 +298,19 @@ pub struct Ids {
     sigs: Vec<Signature>,
     groups: Vec<Group>,
     ip_only: Vec<u32>,
+    /// `ip_only` by address.
+    ip_index: HeaderIndex,
     /// Header rules by transport: tcp, udp, icmp, other.
     pkt_rules: [Vec<u32>; 4],
+    /// `pkt_rules` by address.
+    pkt_index: [HeaderIndex; 4],
     /// Header rules that need a flowbit set: only for flows with bits.
     pkt_isset: [Vec<u32>; 4],
+    /// The same by flowbit id: the rules whose first `isset` group names
+    /// that bit (a rule can match only when one of them is set), so a flow
+    /// with bits looks up its few candidates instead of testing every
+    /// rule (ET Open: 825 of the 844 TCP header rules need a bit).
+    isset_by_bit: [Vec<Vec<u32>>; 4],
     flows: HashMap<FlowId, FlowState>,
     next_serial: u64,
     thresholds: HashMap<(u32, TKey), TState, SipBuild>,
@@ -295,6 +324,12 @@ pub struct Ids {
     stats: IdsStats,
     /// The lowercased haystack of the current prefilter scan.
     scratch: Vec<u8>,
+    /// Candidate rules of the current lookup (kept for its capacity).
+    cands: Vec<u32>,
+    /// `tcp-pkt` candidates of a merged scan, and its pending hits.
+    pkt_cands: Vec<u32>,
+    pkt_hits: Vec<(usize, u32)>,
+    tcp_scan: Option<TcpScan>,
 }
 
 fn l4_slot(proto: u8) -> usize {
@@ -383,6 +418,33 @@ impl Ids {
         }
         // The prefilter hash is keyed apart from the tracking tables.
         let pf_key = (hash_key.0.rotate_left(17), hash_key.1.rotate_left(29));
+        let tcp_scan = {
+            let stream = pats
+                .get(Buffer::Payload.index())
+                .cloned()
+                .unwrap_or_default();
+            let pkt = pats.get(PKT_GROUP).cloned().unwrap_or_default();
+            let mut ids: Vec<(u32, u32)> = (0..stream.len() as u32).map(|i| (i, NO_PAT)).collect();
+            let mut all = stream;
+            let payload_ix = pat_ix.get(Buffer::Payload.index());
+            for (j, p) in pkt.iter().enumerate() {
+                match payload_ix.and_then(|m| m.get(p)) {
+                    Some(&k) => {
+                        if let Some(e) = ids.get_mut(k) {
+                            e.1 = j as u32;
+                        }
+                    }
+                    None => {
+                        all.push(p.clone());
+                        ids.push((NO_PAT, j as u32));
+                    }
+                }
+            }
+            (!all.is_empty()).then(|| TcpScan {
+                pf: Prefilter::new(&all, pf_key),
+                ids,
+            })
+        };
         for (g, p) in groups.iter_mut().zip(pats) {
             if !p.is_empty() {
                 // Patterns are lowercase and the haystack is lowercased
@@ -396,7 +458,7 @@ impl Ids {
             let next = u16::try_from(names.len()).unwrap_or(u16::MAX);
             *names.entry(s.to_string()).or_insert(next)
         };
-        let bit_ops = sigs
+        let bit_ops: Vec<Vec<BitOp>> = sigs
             .iter()
             .map(|s| {
                 s.flowbits
@@ -415,13 +477,39 @@ impl Ids {
                     .collect()
             })
             .collect();
+        let mut isset_by_bit: [Vec<Vec<u32>>; 4] = Default::default();
+        for (slot, rules) in pkt_isset.iter().enumerate() {
+            let by_bit = &mut isset_by_bit[slot];
+            for &i in rules {
+                let first = bit_ops.get(i as usize).and_then(|ops: &Vec<BitOp>| {
+                    ops.iter().find_map(|op| match op {
+                        BitOp::IsSet(v) => Some(v),
+                        _ => None,
+                    })
+                });
+                for &b in first.into_iter().flatten() {
+                    let b = usize::from(b);
+                    if by_bit.len() <= b {
+                        by_bit.resize(b + 1, Vec::new());
+                    }
+                    // Rules are visited in index order: each list is sorted.
+                    if let Some(v) = by_bit.get_mut(b) {
+                        v.push(i);
+                    }
+                }
+            }
+        }
         let mut bit_names = vec![String::new(); names.len()];
         for (n, i) in names {
             if let Some(slot) = bit_names.get_mut(usize::from(i)) {
                 *slot = n;
             }
         }
+        let ip_index = HeaderIndex::new(&ip_only, &sigs);
+        let pkt_index = [0, 1, 2, 3].map(|slot| HeaderIndex::new(&pkt_rules[slot], &sigs));
         Ids {
+            ip_index,
+            pkt_index,
             bit_ops,
             bit_names,
             cfg,
@@ -430,6 +518,7 @@ impl Ids {
             ip_only,
             pkt_rules,
             pkt_isset,
+            isset_by_bit,
             flows: HashMap::new(),
             next_serial: 1,
             thresholds: HashMap::with_hasher(SipBuild(hash_key.0, hash_key.1)),
@@ -438,6 +527,10 @@ impl Ids {
             stamp: 0,
             stats: IdsStats::default(),
             scratch: Vec::new(),
+            cands: Vec::new(),
+            pkt_cands: Vec::new(),
+            pkt_hits: Vec::new(),
+            tcp_scan,
         }
     }
 
@@ -659,71 +752,111 @@ impl Ids {
             dns: &[],
         };
 
-        // Header-only rules.
+        // Header-only rules: the candidates by address (`headers`), tested
+        // in full. Rules with a port or protocol condition are found once
+        // per flow direction (the 5-tuple does not change) and then
+        // evaluated on every packet.
+        let (src, dst) = (addr_value(meta.src), addr_value(meta.dst));
+        let mut cands = std::mem::take(&mut self.cands);
         if first_in_dir {
-            for i in self.ip_only.clone() {
+            self.ip_index.candidates(src, dst, &mut cands);
+            for &i in &cands {
                 self.try_rule(i, &base, &mut matched);
             }
         }
-        // Header rules whose addresses and ports fit this flow direction,
-        // found once per direction (the 5-tuple does not change) and then
-        // evaluated on every packet: hundreds of ET rules carry long
-        // address lists (tor, ciarmy) and would cost a lookup each.
         let slot = l4_slot(meta.proto);
         if fs.hdr[d].is_none() {
-            let fit = |list: &[u32]| -> Vec<u32> {
-                list.iter()
+            self.pkt_index[slot].candidates(src, dst, &mut cands);
+            fs.hdr[d] = Some(
+                cands
+                    .iter()
                     .copied()
                     .filter(|&i| self.header_fits(i, meta))
-                    .collect()
-            };
-            fs.hdr[d] = Some((fit(&self.pkt_rules[slot]), fit(&self.pkt_isset[slot])));
+                    .collect(),
+            );
         }
+        self.cands = cands;
         let hdr = fs.hdr[d].take();
-        if let Some((plain, isset)) = &hdr {
-            for &i in plain {
-                self.try_rule(i, &base, &mut matched);
+        for &i in hdr.iter().flatten() {
+            self.try_rule(i, &base, &mut matched);
+        }
+        fs.hdr[d] = hdr;
+        if !bits.is_empty() {
+            // Rules needing a bit: the candidates of the bits set, in rule
+            // order (alerts and flowbit actions keep their order).
+            let stamp = self.next_stamp();
+            let mut cands = std::mem::take(&mut self.cands);
+            cands.clear();
+            for &b in &bits {
+                let by_bit = self.isset_by_bit[slot].get(usize::from(b));
+                add_cands(
+                    by_bit.map_or(&[], Vec::as_slice),
+                    &mut self.seen,
+                    stamp,
+                    &mut cands,
+                );
             }
-            if !bits.is_empty() {
-                for &i in isset {
+            cands.sort_unstable();
+            for &i in &cands {
+                if self.header_fits(i, meta) {
                     self.try_rule(i, &base, &mut matched);
                 }
             }
+            self.cands = cands;
         }
-        fs.hdr[d] = hdr;
 
         if meta.proto == 6 {
-            // tcp-pkt rules on the packet payload.
-            if !payload.is_empty() {
-                let ctx = Ctx {
-                    payload: Some(payload),
-                    ..base_copy(&base)
-                };
-                self.run_group(PKT_GROUP, payload, 0, &ctx, &mut matched, None);
-            }
-            if let Some(a) = new_stream.filter(|a| a.new_len > 0) {
-                let data = fs.streams[d].data();
-                let ctx = Ctx {
-                    payload: Some(data),
-                    stream: true,
-                    ..base_copy(&base)
-                };
-                let from = a
-                    .new_from
-                    .saturating_sub(self.groups[0].max_pat.saturating_sub(1));
-                let mut fired = std::mem::take(&mut fs.fired[d]);
-                self.run_group(
-                    Buffer::Payload.index(),
-                    data,
-                    from,
-                    &ctx,
-                    &mut matched,
-                    Some(&mut fired),
-                );
-                fs.fired[d] = fired;
-                if to_server {
-                    self.app_layer_tcp(&mut fs, &base, &mut matched);
+            let data = fs.streams[d].data();
+            let grown = new_stream.filter(|a| a.new_len > 0);
+            let pkt_ctx = Ctx {
+                payload: Some(payload),
+                ..base_copy(&base)
+            };
+            let stream_ctx = Ctx {
+                payload: Some(data),
+                stream: true,
+                ..base_copy(&base)
+            };
+            let from = grown.map(|a| {
+                a.new_from
+                    .saturating_sub(self.groups[0].max_pat.saturating_sub(1))
+            });
+            let mut fired = std::mem::take(&mut fs.fired[d]);
+            match (grown, from) {
+                // In order: the new stream bytes are this payload.
+                (Some(a), Some(from))
+                    if !payload.is_empty() && data.get(a.new_from..) == Some(payload) =>
+                {
+                    self.run_tcp(
+                        data,
+                        from,
+                        a.new_from,
+                        &pkt_ctx,
+                        &stream_ctx,
+                        &mut matched,
+                        &mut fired,
+                    );
                 }
+                _ => {
+                    // tcp-pkt rules on the packet payload.
+                    if !payload.is_empty() {
+                        self.run_group(PKT_GROUP, payload, 0, &pkt_ctx, &mut matched, None);
+                    }
+                    if let Some(from) = from {
+                        self.run_group(
+                            Buffer::Payload.index(),
+                            data,
+                            from,
+                            &stream_ctx,
+                            &mut matched,
+                            Some(&mut fired),
+                        );
+                    }
+                }
+            }
+            fs.fired[d] = fired;
+            if grown.is_some() && to_server {
+                self.app_layer_tcp(&mut fs, &base, &mut matched);
             }
         } else if !payload.is_empty() {
             let queries = if fs.app == Some(AppProto::Dns) {
@@ -853,48 +986,131 @@ impl Ids {
         from: usize,
         ctx: &Ctx<'_>,
         matched: &mut Vec<u32>,
-        mut fired: Option<&mut Vec<u32>>,
+        fired: Option<&mut Vec<u32>>,
     ) {
-        self.stamp = self.stamp.wrapping_add(1);
-        if self.stamp == 0 {
-            self.seen.iter_mut().for_each(|s| *s = 0);
-            self.stamp = 1;
-        }
+        let stamp = self.next_stamp();
         let Some(group) = self.groups.get(g) else {
             return;
         };
-        let mut cands: Vec<u32> = Vec::new();
-        let stamp = self.stamp;
-        for &i in &group.always {
-            if let Some(s) = self.seen.get_mut(i as usize) {
-                if *s != stamp {
-                    *s = stamp;
-                    cands.push(i);
-                }
-            }
-        }
+        let mut cands = std::mem::take(&mut self.cands);
+        cands.clear();
+        let seen = &mut self.seen;
+        add_cands(&group.always, seen, stamp, &mut cands);
         if let Some(ac) = &group.ac {
             let window = hay.get(from..).unwrap_or(&[]);
             self.stats.scanned += window.len() as u64;
             let lower = &mut self.scratch;
             lower.clear();
             lower.extend(window.iter().map(u8::to_ascii_lowercase));
-            let seen = &mut self.seen;
             let hits = &mut self.stats.hits;
-            ac.for_each(lower.as_slice(), |pat| {
+            ac.for_each(lower.as_slice(), |pat, _| {
                 *hits += 1;
-                for &i in group.by_pattern.get(pat).into_iter().flatten() {
-                    if let Some(s) = seen.get_mut(i as usize) {
-                        if *s != stamp {
-                            *s = stamp;
-                            cands.push(i);
-                        }
-                    }
-                }
+                add_cands(
+                    group.by_pattern.get(pat).map_or(&[], Vec::as_slice),
+                    seen,
+                    stamp,
+                    &mut cands,
+                );
             });
         }
+        self.eval_cands(&cands, ctx, matched, fired);
+        self.cands = cands;
+    }
+
+    /// An in-order TCP segment: one scan of the stream window `data[from..]`
+    /// for both the stream group and the `tcp-pkt` group (whose packet
+    /// payload is `data[pkt_from..]`). Same candidates, in the same order,
+    /// and the same `hits` as `run_group` on each: a `tcp-pkt` pattern counts
+    /// only where it starts inside the payload (the window ends with it),
+    /// and its hits at one position are ordered as its own prefilter orders
+    /// them (length class, then pattern id).
+    #[allow(clippy::too_many_arguments)]
+    fn run_tcp(
+        &mut self,
+        data: &[u8],
+        from: usize,
+        pkt_from: usize,
+        pkt_ctx: &Ctx<'_>,
+        stream_ctx: &Ctx<'_>,
+        matched: &mut Vec<u32>,
+        fired: &mut Vec<u32>,
+    ) {
+        let stamp = self.next_stamp();
+        let (Some(scan), Some(sg), Some(pg)) = (
+            &self.tcp_scan,
+            self.groups.get(Buffer::Payload.index()),
+            self.groups.get(PKT_GROUP),
+        ) else {
+            return;
+        };
+        let mut sc = std::mem::take(&mut self.cands);
+        let mut pc = std::mem::take(&mut self.pkt_cands);
+        let mut pend = std::mem::take(&mut self.pkt_hits);
+        sc.clear();
+        pc.clear();
+        pend.clear();
+        let seen = &mut self.seen;
+        add_cands(&pg.always, seen, stamp, &mut pc);
+        add_cands(&sg.always, seen, stamp, &mut sc);
+        let window = data.get(from..).unwrap_or(&[]);
+        self.stats.scanned += window.len() as u64;
+        let lower = &mut self.scratch;
+        lower.clear();
+        lower.extend(window.iter().map(u8::to_ascii_lowercase));
+        let skip = pkt_from.saturating_sub(from);
+        let hits = &mut self.stats.hits;
+        let pkt_pf = pg.ac.as_ref();
+        let pkt_rules = |p: u32| pg.by_pattern.get(p as usize).map_or(&[][..], Vec::as_slice);
+        let flush = |pend: &mut Vec<(usize, u32)>, seen: &mut Vec<u32>, pc: &mut Vec<u32>| {
+            pend.sort_unstable();
+            for &(_, p) in pend.iter() {
+                add_cands(pkt_rules(p), seen, stamp, pc);
+            }
+            pend.clear();
+        };
+        let mut at = usize::MAX;
+        scan.pf.for_each(lower.as_slice(), |id, pos| {
+            let Some(&(s, p)) = scan.ids.get(id) else {
+                return;
+            };
+            if s != NO_PAT {
+                *hits += 1;
+                add_cands(
+                    sg.by_pattern.get(s as usize).map_or(&[], Vec::as_slice),
+                    seen,
+                    stamp,
+                    &mut sc,
+                );
+            }
+            if p != NO_PAT && pos >= skip {
+                *hits += 1;
+                if pos != at {
+                    flush(&mut pend, seen, &mut pc);
+                    at = pos;
+                }
+                let class = pkt_pf.map_or(0, |f| f.pattern_len(p as usize).min(4));
+                pend.push((class, p));
+            }
+        });
+        flush(&mut pend, seen, &mut pc);
+        self.eval_cands(&pc, pkt_ctx, matched, None);
+        self.eval_cands(&sc, stream_ctx, matched, Some(fired));
+        self.cands = sc;
+        self.pkt_cands = pc;
+        self.pkt_hits = pend;
+    }
+
+    /// Full evaluation of prefilter candidates; `fired`: stream rules that
+    /// already alerted on this direction (skipped, and added to).
+    fn eval_cands(
+        &mut self,
+        cands: &[u32],
+        ctx: &Ctx<'_>,
+        matched: &mut Vec<u32>,
+        mut fired: Option<&mut Vec<u32>>,
+    ) {
         self.stats.candidates += cands.len() as u64;
-        for i in cands {
+        for &i in cands {
             if let Some(f) = fired.as_deref() {
                 if f.contains(&i) {
                     continue;
@@ -907,6 +1123,16 @@ impl Ids {
                 }
             }
         }
+    }
+
+    /// A fresh mark for `seen` (candidate deduplication).
+    fn next_stamp(&mut self) -> u32 {
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.seen.iter_mut().for_each(|s| *s = 0);
+            self.stamp = 1;
+        }
+        self.stamp
     }
 
     fn try_rule(&mut self, i: u32, ctx: &Ctx<'_>, matched: &mut Vec<u32>) {
@@ -1193,6 +1419,19 @@ impl Ids {
             }
         }
         true
+    }
+}
+
+/// Appends the rules of `rules` not yet marked with `stamp` to `out`.
+#[inline]
+fn add_cands(rules: &[u32], seen: &mut [u32], stamp: u32, out: &mut Vec<u32>) {
+    for &i in rules {
+        if let Some(s) = seen.get_mut(i as usize) {
+            if *s != stamp {
+                *s = stamp;
+                out.push(i);
+            }
+        }
     }
 }
 

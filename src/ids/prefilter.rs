@@ -121,9 +121,11 @@ impl Prefilter {
         }
     }
 
-    /// Calls `hit(pattern id)` for every occurrence of every pattern in `hay`.
+    /// Calls `hit(pattern id, start)` for every occurrence of every pattern
+    /// in `hay`, by increasing start; at one start, by length class (1, 2,
+    /// 3, 4+ bytes), then by pattern id.
     #[inline]
-    pub fn for_each(&self, hay: &[u8], mut hit: impl FnMut(usize)) {
+    pub fn for_each(&self, hay: &[u8], mut hit: impl FnMut(usize, usize)) {
         // `w` holds hay[s..s + 4], first byte lowest, zero-padded past the
         // end (a gram with padding never verifies: the comparison is
         // bounded by the haystack).
@@ -148,7 +150,7 @@ impl Prefilter {
     }
 
     #[cold]
-    fn verify(&self, c: &Class, g: u32, hay: &[u8], at: usize, hit: &mut impl FnMut(usize)) {
+    fn verify(&self, c: &Class, g: u32, hay: &[u8], at: usize, hit: &mut impl FnMut(usize, usize)) {
         let from = c.grams.partition_point(|&(x, _)| x < g);
         for &(x, id) in c.grams.get(from..).unwrap_or(&[]) {
             if x != g {
@@ -158,9 +160,14 @@ impl Prefilter {
                 continue;
             };
             if hay.get(at..at + p.len()) == Some(&p[..]) {
-                hit(id as usize);
+                hit(id as usize, at);
             }
         }
+    }
+
+    /// The length of pattern `id` (0 for an unknown id).
+    pub fn pattern_len(&self, id: usize) -> usize {
+        self.pats.get(id).map_or(0, |p| p.len())
     }
 
     /// Heap bytes held (for the load report).
@@ -229,7 +236,10 @@ mod tests {
     fn hits(pats: &[Vec<u8>], hay: &[u8]) -> Vec<usize> {
         let pf = Prefilter::new(pats, (3, 5));
         let mut v = Vec::new();
-        pf.for_each(hay, |i| v.push(i));
+        pf.for_each(hay, |i, at| {
+            assert_eq!(hay.get(at..at + pats[i].len()), Some(&pats[i][..]));
+            v.push(i);
+        });
         v.sort_unstable();
         v
     }

@@ -314,3 +314,41 @@ alert tcp any 80 -> any any (flow:to_client; content:\"welcome\"; flowbits:isnot
     );
     assert_eq!(run(b"GET /"), vec![3]);
 }
+
+/// `tcp-pkt` and stream rules on the same and on separate patterns: an
+/// in-order segment is scanned once for both groups (`Ids::run_tcp`), other
+/// segments separately; either way a `tcp-pkt` rule sees only whole packets
+/// and a stream rule the reassembled bytes.
+#[test]
+fn tcp_pkt_and_stream_rules_in_and_out_of_order() {
+    const RULES: &str = r#"
+alert tcp-pkt any any -> any 80 (msg:"pkt"; content:"attack"; sid:10;)
+alert tcp-stream any any -> any 80 (msg:"stream"; content:"attack"; sid:11;)
+alert tcp-pkt any any -> any 80 (msg:"pkt only"; content:"zzpkt"; sid:12;)
+"#;
+    let run = |segs: &[(u32, &[u8])]| {
+        let mut r = engine(RULES, Mode::Detect);
+        session(&mut r, S, segs);
+        let mut got = sids(&mut r);
+        got.sort();
+        got
+    };
+    assert_eq!(run(&[(0, b"an attack zzpkt")]), vec![10, 11, 12]);
+    // Split: only the stream sees "attack"; the window of the second
+    // segment starts before its payload, and that part is not the packet's:
+    // rule 10 is not even a candidate (11 by the stream, 12 by the payload).
+    let mut r = engine(RULES, Mode::Detect);
+    session(&mut r, S, &[(0, b"xxatt"), (5, b"ackyy zzpkt")]);
+    assert_eq!(r.ids.stats().candidates, 2);
+    let mut got = sids(&mut r);
+    got.sort();
+    assert_eq!(got, vec![11, 12]);
+    assert_eq!(
+        run(&[(0, b"xxattack"), (8, b"zzp"), (11, b"kt")]),
+        vec![10, 11]
+    );
+    // Out of order: the later segment waits, the earlier one completes the
+    // stream with more bytes than its own payload.
+    assert_eq!(run(&[(5, b"ck zzpkt"), (0, b"xatta")]), vec![11, 12]);
+    assert_eq!(run(&[(5, b"ck attack"), (0, b"xatta")]), vec![10, 11]);
+}

@@ -84,6 +84,10 @@ impl IntervalSet {
     pub fn is_empty(&self) -> bool {
         self.iv.is_empty()
     }
+    /// The sorted, disjoint inclusive intervals.
+    pub fn intervals(&self) -> &[(u128, u128)] {
+        &self.iv
+    }
 }
 
 /// The largest address value (all of IPv6, IPv4 mapped inside it).
