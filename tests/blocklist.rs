@@ -237,3 +237,93 @@ fn config_entries_block_and_reload_keeps_runtime_entries_and_follows_peer_keys()
         Verdict::Forward(_)
     ));
 }
+
+/// `ids.block_on_drop`: a drop signature in prevent mode drops the flow and
+/// blocks its initiator, so the same source's next new flow (another port,
+/// no signature content) is refused as `blocked` until the TTL passes.
+/// Built through the real config path (rule file on disk, `[ids]` section).
+#[test]
+fn ids_block_on_drop_blocks_the_flows_initiator() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("local.rules"),
+        "drop tcp any any -> any 80 (msg:\"evil\"; flow:to_server,established; content:\"EVILSIG\"; sid:100;)\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("gw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{BASE}\n{PEERS}\n[ids]\nenabled = true\nmode = \"prevent\"\nblock_on_drop = \"1m\"\nrule_files = [\"local.rules\"]\n"
+        ),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let mut l = portcullis::io::reload::load(&cfg, t0).unwrap_or_else(|e| panic!("{e:?}"));
+    let mut p = Pipeline::new(l.settings.pipeline.clone(), (11, 22), t0);
+    p.set_protection(&l.settings.protect, t0);
+    p.set_ids(l.ids.take());
+    assert!(p.ids().is_some());
+
+    let client: SocketAddr = "100.64.0.2:40000".parse().unwrap();
+    let server: SocketAddr = SocketAddr::new(SERVER.parse().unwrap(), 80);
+    // a clean flow first: forwarded, nothing blocked
+    let mut data = portcullis::pipeline::testbed::established_tcp(&mut p, client, server, 20, t0)
+        .expect("handshake forwarded");
+    assert!(matches!(
+        p.handle(&mut data, LAPTOP, t0),
+        Verdict::Forward(_)
+    ));
+    assert_eq!(p.blocklist().entries().count(), 0);
+
+    // the signature's content on a second flow: dropped by the IDS, source blocked
+    let client2: SocketAddr = "100.64.0.2:40001".parse().unwrap();
+    let _ = portcullis::pipeline::testbed::established_tcp(&mut p, client2, server, 0, t0)
+        .expect("handshake forwarded");
+    let spec = TcpSpec {
+        flags: portcullis::packet::tcp_flags::ACK | portcullis::packet::tcp_flags::PSH,
+        seq: 1001,
+        ack: 5001,
+        window: 2048,
+        wscale: None,
+        mss: None,
+    };
+    let mut evil = synth::tcp(client2, server, spec, b"GET /EVILSIG HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(
+        p.handle(&mut evil, LAPTOP, t0),
+        Verdict::Drop(DropReason::Ids)
+    );
+    let e: Vec<_> = p.blocklist().entries().collect();
+    assert_eq!(e.len(), 1, "one entry");
+    assert_eq!(e[0].origin, Origin::Ids);
+    assert_eq!(e[0].target, Target::addr("100.64.0.2".parse().unwrap()));
+
+    // the source's other traffic is now refused; another peer's is not
+    assert_eq!(
+        send(&mut p, LAPTOP, syn("100.64.0.2", 40002, 443), t0),
+        BLOCKED
+    );
+    assert!(matches!(
+        send(&mut p, PHONE, syn("100.64.0.3", 40000, 80), t0),
+        Verdict::Forward(_)
+    ));
+    // after the TTL the block expires
+    let t1 = t0 + Duration::from_secs(60);
+    p.handle_timeout(t1);
+    assert_eq!(p.blocklist().entries().count(), 0);
+    assert!(matches!(
+        send(&mut p, LAPTOP, syn("100.64.0.2", 40003, 80), t1),
+        Verdict::Forward(_)
+    ));
+    let evs: Vec<_> = std::iter::from_fn(|| p.poll_block_event()).collect();
+    assert!(
+        evs.iter().any(|ev| matches!(
+            ev,
+            BlockEvent::Blocked {
+                origin: Origin::Ids,
+                ..
+            }
+        )),
+        "{evs:?}"
+    );
+}

@@ -457,9 +457,12 @@ capture = true
             .unwrap_err()
             .to_string();
         assert!(e.contains("gw.toml") && e.contains("capture"), "{e}");
-        let e = load_str(&format!("{BASE}{rule}\n[capture]\nwhat = \"drops\"\n"), "gw.toml")
-            .unwrap_err()
-            .to_string();
+        let e = load_str(
+            &format!("{BASE}{rule}\n[capture]\nwhat = \"drops\"\n"),
+            "gw.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("capture.file"), "{e}");
     }
 
