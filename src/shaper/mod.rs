@@ -286,6 +286,8 @@ pub struct Shaper {
     per_source: ConnSpec,
     sources: HashMap<IpAddr, ConnState, Keyed>,
     refused: [u64; 7],
+    /// Nothing is limited (computed by `reconfigure`; read per packet).
+    idle: bool,
 }
 
 fn slot(c: Chain) -> usize {
@@ -300,6 +302,7 @@ impl Shaper {
             per_source: ConnSpec::default(),
             sources: HashMap::with_hasher(Keyed(hash_key.0, hash_key.1)),
             refused: [0; 7],
+            idle: true,
         };
         s.reconfigure(cfg);
         s
@@ -335,6 +338,9 @@ impl Shaper {
             }
         }
         self.per_source = cfg.per_source;
+        self.idle = self.peers.is_empty()
+            && self.rules.iter().all(Vec::is_empty)
+            && self.per_source.is_empty();
         if cfg.per_source.is_empty() {
             self.sources.clear();
         } else {
@@ -350,7 +356,7 @@ impl Shaper {
 
     /// True when nothing is limited (the pipeline skips the shaper).
     pub fn is_idle(&self) -> bool {
-        self.peers.is_empty() && self.rules.iter().all(Vec::is_empty) && self.per_source.is_empty()
+        self.idle
     }
 
     fn refuse(&mut self, r: Refusal) -> Refusal {

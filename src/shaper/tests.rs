@@ -201,6 +201,18 @@ fn new_flow_rate_per_peer_and_sweep() {
 
 #[test]
 fn idle_shaper() {
-    let s = Shaper::new(&ShaperConfig::default(), (0, 0));
+    let mut s = Shaper::new(&ShaperConfig::default(), (0, 0));
+    assert!(s.is_idle());
+    // a reload that adds a limit makes it active; one that removes it, idle
+    let limited = ShaperConfig {
+        per_source: ConnSpec {
+            max_concurrent: Some(3),
+            ..ConnSpec::default()
+        },
+        ..ShaperConfig::default()
+    };
+    s.reconfigure(&limited);
+    assert!(!s.is_idle());
+    s.reconfigure(&ShaperConfig::default());
     assert!(s.is_idle());
 }
