@@ -1189,15 +1189,7 @@ impl Ids {
                 return false;
             }
         }
-        let (sp, dp) = m.ports();
-        let has_ports = matches!(m.l4, L4::Tcp(_) | L4::Udp { .. });
-        let fwd = |src: IpAddr, dst: IpAddr, sp: u16, dp: u16| {
-            s.src.contains(addr_value(src))
-                && s.dst.contains(addr_value(dst))
-                && (!has_ports
-                    || (s.sport.contains(u128::from(sp)) && s.dport.contains(u128::from(dp))))
-        };
-        if !(fwd(m.src, m.dst, sp, dp) || (s.bidirectional && fwd(m.dst, m.src, dp, sp))) {
+        if !self.header_fits(i, m) {
             return false;
         }
         if let Some(ts) = s.flow.to_server {
