@@ -76,41 +76,6 @@ fn tcp(src: SocketAddr, dst: SocketAddr, flags: u8, seq: u32, ack: u32, payload:
     synth::tcp(src, dst, spec, payload).unwrap()
 }
 
-/// A minimal TLS 1.3 ClientHello record naming `sni`.
-fn client_hello(sni: &str) -> Vec<u8> {
-    let name = sni.as_bytes();
-    let n = name.len() as u16;
-    let mut ext = vec![0, 0];
-    ext.extend_from_slice(&(n + 5).to_be_bytes());
-    ext.extend_from_slice(&(n + 3).to_be_bytes());
-    ext.push(0);
-    ext.extend_from_slice(&n.to_be_bytes());
-    ext.extend_from_slice(name);
-    let mut body = vec![3, 3];
-    body.extend_from_slice(&[7; 32]);
-    body.push(0);
-    body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
-    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
-    body.extend_from_slice(&ext);
-    let mut hs = vec![1];
-    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-    hs.extend_from_slice(&body);
-    let mut rec = vec![0x16, 3, 1];
-    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
-    rec.extend_from_slice(&hs);
-    rec
-}
-
-fn dns_query(name: &str) -> Vec<u8> {
-    let mut m = vec![0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    for l in name.split('.') {
-        m.push(l.len() as u8);
-        m.extend_from_slice(l.as_bytes());
-    }
-    m.extend_from_slice(&[0, 0, 1, 0, 1]);
-    m
-}
-
 struct H {
     p: Pipeline,
     now: Instant,
@@ -208,11 +173,17 @@ fn tls_sni_allowed_and_blocked_in_one_segment() {
     let (c, s) = (sa(PHONE_C), sa(SERVER_443));
     h.handshake(c, s, PHONE);
     assert_eq!(h.p.l7_pending(), 1);
-    let v = h.stream(c, s, PHONE, &client_hello("www.example.org"), &[]);
+    let v = h.stream(
+        c,
+        s,
+        PHONE,
+        &synth::tls_client_hello("www.example.org"),
+        &[],
+    );
     assert_eq!(v, vec![Verdict::Forward(TUN)]);
     assert_eq!(h.p.l7_pending(), 0);
     // The flow goes on on the fast path, counted on the accepting rule.
-    let next = 1001 + client_hello("www.example.org").len() as u32;
+    let next = 1001 + synth::tls_client_hello("www.example.org").len() as u32;
     assert_eq!(
         h.send(tcp(s, c, ACK | PSH, 5001, next, b"server hello"), TUN),
         Verdict::Forward(PHONE)
@@ -222,7 +193,13 @@ fn tls_sni_allowed_and_blocked_in_one_segment() {
 
     let mut h = H::new("");
     h.handshake(c, s, PHONE);
-    let v = h.stream(c, s, PHONE, &client_hello("Shop.Example.NET."), &[]);
+    let v = h.stream(
+        c,
+        s,
+        PHONE,
+        &synth::tls_client_hello("Shop.Example.NET."),
+        &[],
+    );
     let r = h.rule("guests-not-example-net");
     assert_eq!(
         v,
@@ -256,7 +233,7 @@ fn tls_client_hello_split_over_two_segments() {
         let mut h = H::new("");
         let (c, s) = (sa(PHONE_C), sa(SERVER_443));
         h.handshake(c, s, PHONE);
-        let ch = client_hello(sni);
+        let ch = synth::tls_client_hello(sni);
         let v = h.stream(c, s, PHONE, &ch, &[20]);
         assert_eq!(v.len(), 2);
         // The partial ClientHello is forwarded; the second segment decides.
@@ -271,7 +248,7 @@ fn out_of_order_segment_is_dropped_while_pending() {
     let mut h = H::new("");
     let (c, s) = (sa(PHONE_C), sa(SERVER_443));
     h.handshake(c, s, PHONE);
-    let ch = client_hello("x.example.net");
+    let ch = synth::tls_client_hello("x.example.net");
     let (a, b) = ch.split_at(30);
     // The second half first: not collected, not forwarded.
     assert_eq!(
@@ -295,12 +272,12 @@ fn zone_and_group_combination() {
     let mut h = H::new("");
     let (c, s) = (sa(LAPTOP_C), sa(SERVER_443));
     h.handshake(c, s, LAPTOP);
-    let v = h.stream(c, s, LAPTOP, &client_hello("a.example.net"), &[]);
+    let v = h.stream(c, s, LAPTOP, &synth::tls_client_hello("a.example.net"), &[]);
     assert_eq!(v, vec![Verdict::Forward(TUN)]);
     // ... but nobody reaches *evil*.
     let mut h = H::new("");
     h.handshake(c, s, LAPTOP);
-    let v = h.stream(c, s, LAPTOP, &client_hello("www.evil.com"), &[]);
+    let v = h.stream(c, s, LAPTOP, &synth::tls_client_hello("www.evil.com"), &[]);
     assert_eq!(
         v,
         vec![Verdict::Drop(DropReason::Rule {
@@ -363,15 +340,20 @@ fn no_name_within_the_bound_decides() {
 fn dns_over_udp_decides_on_the_first_datagram() {
     let mut h = H::new("");
     let (c, s) = (sa(PHONE_C), sa(SERVER_53));
-    let q = synth::udp(c, s, &dns_query("www.example.org")).unwrap();
+    let q = synth::udp(c, s, &synth::dns_query("www.example.org")).unwrap();
     assert_eq!(h.send(q, PHONE), Verdict::Forward(TUN));
     let (c2, s2) = (sa("100.64.0.3:40001"), sa(SERVER_53));
-    let q = synth::udp(c2, s2, &dns_query("mail.example.net")).unwrap();
+    let q = synth::udp(c2, s2, &synth::dns_query("mail.example.net")).unwrap();
     assert!(matches!(h.send(q, PHONE), Verdict::Reject(_)));
     // Reject on UDP: an ICMP port unreachable to the client.
     let t = h.transmits();
     assert_eq!(t, vec![(PHONE, None)]);
-    let q = synth::udp(sa("100.64.0.2:40002"), s2, &dns_query("EVIL.example.org.")).unwrap();
+    let q = synth::udp(
+        sa("100.64.0.2:40002"),
+        s2,
+        &synth::dns_query("EVIL.example.org."),
+    )
+    .unwrap();
     assert!(matches!(
         h.send(q, LAPTOP),
         Verdict::Drop(DropReason::Rule { .. })
@@ -385,7 +367,7 @@ fn dns_over_tcp_is_length_prefixed() {
         let mut h = H::new("");
         let (c, s) = (sa(PHONE_C), sa(SERVER_53));
         h.handshake(c, s, PHONE);
-        let q = dns_query(name);
+        let q = synth::dns_query(name);
         let mut data = (q.len() as u16).to_be_bytes().to_vec();
         data.extend_from_slice(&q);
         let v = h.stream(c, s, PHONE, &data, &[1]);
@@ -420,8 +402,8 @@ action = "accept"
 "#;
     let cfg = load_str(text, "t.toml").unwrap();
     for (payload, ok) in [
-        (client_hello("ok.example.org"), true),
-        (client_hello("other.example.org"), false),
+        (synth::tls_client_hello("ok.example.org"), true),
+        (synth::tls_client_hello("other.example.org"), false),
         (b"SSH-2.0-x\r\n".to_vec(), false),
     ] {
         let now = Instant::now();
@@ -450,7 +432,7 @@ fn reload_keeps_decided_names() {
     let mut h = H::new("");
     let (c, s) = (sa(PHONE_C), sa(SERVER_443));
     h.handshake(c, s, PHONE);
-    let ch = client_hello("ok.example.org");
+    let ch = synth::tls_client_hello("ok.example.org");
     let next = 1001 + ch.len() as u32;
     let v = h.stream(c, s, PHONE, &ch, &[]);
     assert_eq!(v, vec![Verdict::Forward(TUN)]);
@@ -470,7 +452,7 @@ fn reload_keeps_decided_names() {
     // A flow with another name survives the same reload.
     let mut h = H::new("");
     h.handshake(c, s, PHONE);
-    let ch = client_hello("other.example.org");
+    let ch = synth::tls_client_hello("other.example.org");
     let next = 1001 + ch.len() as u32;
     let _ = h.stream(c, s, PHONE, &ch, &[]);
     h.p.reload(PipelineConfig::from_config(&cfg));

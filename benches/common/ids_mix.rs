@@ -103,16 +103,6 @@ fn client_hello(sni: &str) -> Vec<u8> {
     rec
 }
 
-fn dns_query(name: &str) -> Vec<u8> {
-    let mut m = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    for l in name.split('.') {
-        m.push(l.len() as u8);
-        m.extend_from_slice(l.as_bytes());
-    }
-    m.extend_from_slice(&[0, 0, 1, 0, 1]);
-    m
-}
-
 /// Pseudo-random bytes (xorshift), deterministic.
 fn noise(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -166,7 +156,7 @@ pub fn mix() -> (Vec<Pkt>, u64) {
             let p = synth::udp(
                 cq,
                 "192.168.1.1:53".parse().unwrap_or(c),
-                &dns_query(&format!("cdn{q}.service{i}.example.org")),
+                &portcullis::packet::synth::dns_query(&format!("cdn{q}.service{i}.example.org")),
             )
             .unwrap_or_default();
             if let Ok(m) = pk::parse(&p) {

@@ -413,43 +413,6 @@ pub fn datagram_first_name(payload: &[u8]) -> FirstName {
 pub(crate) mod tests {
     use super::*;
 
-    /// A minimal ClientHello record carrying `sni`.
-    pub fn client_hello(sni: &str) -> Vec<u8> {
-        let name = sni.as_bytes();
-        let mut ext = Vec::new();
-        let list_len = 3 + name.len();
-        ext.extend_from_slice(&[0, 0]);
-        ext.extend_from_slice(&((list_len + 2) as u16).to_be_bytes());
-        ext.extend_from_slice(&(list_len as u16).to_be_bytes());
-        ext.push(0);
-        ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
-        ext.extend_from_slice(name);
-        let mut body = vec![3, 3];
-        body.extend_from_slice(&[7; 32]);
-        body.push(0); // session id
-        body.extend_from_slice(&[0, 2, 0x13, 0x01]); // one cipher suite
-        body.extend_from_slice(&[1, 0]); // compression null
-        body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
-        body.extend_from_slice(&ext);
-        let mut hs = vec![1];
-        hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-        hs.extend_from_slice(&body);
-        let mut rec = vec![0x16, 3, 1];
-        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
-        rec.extend_from_slice(&hs);
-        rec
-    }
-
-    pub fn dns_query(name: &str) -> Vec<u8> {
-        let mut m = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-        for l in name.split('.') {
-            m.push(l.len() as u8);
-            m.extend_from_slice(l.as_bytes());
-        }
-        m.extend_from_slice(&[0, 0, 1, 0, 1]);
-        m
-    }
-
     #[test]
     fn http_request() {
         let r = b"GET /a?b=1 HTTP/1.1\r\nHost: Example.COM:8080\r\nUser-Agent: curl/8\r\nX: y\r\n\r\nBODY";
@@ -481,7 +444,7 @@ pub(crate) mod tests {
 
     #[test]
     fn tls_sni_across_records() {
-        let rec = client_hello("www.example.org");
+        let rec = crate::packet::synth::tls_client_hello("www.example.org");
         assert_eq!(
             parse_client_hello(&rec),
             TlsParse::Done(Some(b"www.example.org".to_vec()))
@@ -510,13 +473,13 @@ pub(crate) mod tests {
     #[test]
     fn dns() {
         assert_eq!(
-            dns_queries(&dns_query("www.google.com")),
+            dns_queries(&crate::packet::synth::dns_query("www.google.com")),
             vec![b"www.google.com".to_vec()]
         );
-        let mut resp = dns_query("a.b");
+        let mut resp = crate::packet::synth::dns_query("a.b");
         resp[2] |= 0x80;
         assert!(dns_queries(&resp).is_empty());
-        assert!(dns_queries(&dns_query("a.b")[..14]).is_empty());
+        assert!(dns_queries(&crate::packet::synth::dns_query("a.b")[..14]).is_empty());
     }
 
     proptest::proptest! {
@@ -530,7 +493,7 @@ pub(crate) mod tests {
 
     #[test]
     fn first_names() {
-        let ch = client_hello("Blocked.Example.NET");
+        let ch = crate::packet::synth::tls_client_hello("Blocked.Example.NET");
         assert_eq!(
             stream_first_name(&ch),
             FirstName::Sni(b"Blocked.Example.NET".to_vec())
@@ -553,7 +516,7 @@ pub(crate) mod tests {
             stream_first_name(b"GET / HTTP/1.0\r\n\r\n"),
             FirstName::None
         );
-        let q = dns_query("x.example.org");
+        let q = crate::packet::synth::dns_query("x.example.org");
         let mut tcp = (q.len() as u16).to_be_bytes().to_vec();
         tcp.extend_from_slice(&q);
         assert_eq!(

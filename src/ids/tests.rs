@@ -213,7 +213,7 @@ fn pass_wins_and_reject() {
 fn tls_sni_and_dns() {
     let rules = "alert tls any any -> any any (tls.sni; content:\"blocked.example\"; sid:1;)\nalert dns any any -> any any (dns.query; content:\"evil\"; sid:2;)\nalert udp any any -> any 53 (content:\"|04|evil\"; sid:3;)\n";
     let mut r = engine(rules, Mode::Detect);
-    let hello = app::tests::client_hello("www.blocked.example");
+    let hello = synth::tls_client_hello("www.blocked.example");
     session(
         &mut r,
         "203.0.113.5:443",
@@ -223,7 +223,7 @@ fn tls_sni_and_dns() {
     let q = synth::udp(
         sa(C),
         sa("203.0.113.53:53"),
-        &app::tests::dns_query("www.evil.com"),
+        &synth::dns_query("www.evil.com"),
     )
     .unwrap();
     r.packet(&q, Instant::now());
@@ -231,7 +231,7 @@ fn tls_sni_and_dns() {
     got.sort();
     assert_eq!(got, vec![2, 3]);
     // DNS over TCP, length-prefixed, split in two segments.
-    let m = app::tests::dns_query("evil.org");
+    let m = synth::dns_query("evil.org");
     let mut tcpmsg = (m.len() as u16).to_be_bytes().to_vec();
     tcpmsg.extend_from_slice(&m);
     session(
@@ -277,7 +277,7 @@ fn dotprefix_matches_the_name_and_subdomains_only() {
         ("a.evil.com", true),
         ("notevil.com", false),
     ] {
-        let q = synth::udp(sa(C), sa("203.0.113.53:53"), &app::tests::dns_query(name)).unwrap();
+        let q = synth::udp(sa(C), sa("203.0.113.53:53"), &synth::dns_query(name)).unwrap();
         r.packet(&q, Instant::now());
         assert_eq!(sids(&mut r) == vec![1], hit, "{name}");
     }

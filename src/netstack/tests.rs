@@ -643,17 +643,6 @@ fn udp_port_forward_round_trip_through_the_pipeline() {
     assert_eq!(ns.stats().udp_forward.expired, 2);
 }
 
-/// A DNS query message for `name` (type A, class IN).
-fn dns_query(name: &str) -> Vec<u8> {
-    let mut m = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    for l in name.split('.') {
-        m.push(l.len() as u8);
-        m.extend_from_slice(l.as_bytes());
-    }
-    m.extend_from_slice(&[0, 0, 1, 0, 1]);
-    m
-}
-
 #[test]
 fn dns_to_the_relay_passes_the_ids_dns_query_match() {
     use crate::ids::rule::{load_text, LoadReport, Vars};
@@ -678,7 +667,12 @@ fn dns_to_the_relay_passes_the_ids_dns_query_match() {
         let mut ns = stack(cfg(), now);
         let relay = sa("100.64.0.1:53");
         // An innocent name goes through to the resolver, no alert.
-        let mut q = synth::udp(sa(CLIENT), relay, &dns_query("www.example.org")).unwrap();
+        let mut q = synth::udp(
+            sa(CLIENT),
+            relay,
+            &crate::packet::synth::dns_query("www.example.org"),
+        )
+        .unwrap();
         assert_eq!(
             pl.handle(&mut q, laptop, now),
             Verdict::Forward(ZoneId::LOCAL)
@@ -688,7 +682,7 @@ fn dns_to_the_relay_passes_the_ids_dns_query_match() {
         let mut q = synth::udp(
             sa("100.64.0.2:40001"),
             relay,
-            &dns_query("www.blocked.example"),
+            &crate::packet::synth::dns_query("www.blocked.example"),
         )
         .unwrap();
         let v = pl.handle(&mut q, laptop, now);

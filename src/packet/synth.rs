@@ -140,6 +140,45 @@ pub fn raw(src: IpAddr, dst: IpAddr, proto: u8, payload: &[u8]) -> Option<Vec<u8
     Some(out)
 }
 
+/// A minimal TLS 1.3 ClientHello record carrying `sni` (one cipher suite,
+/// the server_name extension only).
+pub fn tls_client_hello(sni: &str) -> Vec<u8> {
+    let name = sni.as_bytes();
+    let mut ext = Vec::new();
+    let list_len = 3 + name.len();
+    ext.extend_from_slice(&[0, 0]);
+    ext.extend_from_slice(&((list_len + 2) as u16).to_be_bytes());
+    ext.extend_from_slice(&(list_len as u16).to_be_bytes());
+    ext.push(0);
+    ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    ext.extend_from_slice(name);
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7; 32]);
+    body.push(0); // session id
+    body.extend_from_slice(&[0, 2, 0x13, 0x01]); // one cipher suite
+    body.extend_from_slice(&[1, 0]); // compression null
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut hs = vec![1];
+    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    let mut rec = vec![0x16, 3, 1];
+    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&hs);
+    rec
+}
+
+/// A DNS query message for `name` (id 0x1234, RD, type A, class IN).
+pub fn dns_query(name: &str) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in name.split('.') {
+        m.push(l.len() as u8);
+        m.extend_from_slice(l.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
