@@ -2,9 +2,11 @@
 """netns-tests/dnsprobe.py: a tiny DNS responder and query tool for the L7 tests.
 
   dnsprobe.py serve PORT              answer every A query with 192.0.2.53 (UDP)
-  dnsprobe.py query SERVER NAME SECS  one query from a fresh source port; prints
-                                      the answer address and exits 0, or prints
-                                      "timeout" and exits 1 after SECS seconds
+  dnsprobe.py query SERVER NAMES SECS queries from one fresh source port, one
+                                      per comma-separated name, in turn; prints
+                                      a line per name: the answer address, or
+                                      "timeout" after SECS seconds; exits 0 when
+                                      every name was answered, else 1
 """
 import socket
 import struct
@@ -33,18 +35,25 @@ def serve(port):
         s.sendto(qid + b"\x81\x80" + struct.pack(">HHHH", 1, 1, 0, 0) + question + ans, peer)
 
 
-def query(server, name, secs):
+def query(server, names, secs):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(secs)
-    msg = b"\x4c\x37\x01\x00" + struct.pack(">HHHH", 1, 0, 0, 0) + encode(name) + b"\0\x01\0\x01"
-    s.sendto(msg, (server, 53))
-    try:
-        r, _ = s.recvfrom(4096)
-    except socket.timeout:
-        print("timeout")
-        return 1
-    print(".".join(str(b) for b in r[-4:]))
-    return 0
+    rc = 0
+    for i, name in enumerate(names.split(",")):
+        qid = struct.pack(">H", 0x4c37 + i)
+        msg = qid + b"\x01\x00" + struct.pack(">HHHH", 1, 0, 0, 0) + encode(name) + b"\0\x01\0\x01"
+        s.sendto(msg, (server, 53))
+        try:
+            while True:
+                r, _ = s.recvfrom(4096)
+                if r[:2] == qid:
+                    break
+        except socket.timeout:
+            print("timeout")
+            rc = 1
+            continue
+        print(".".join(str(b) for b in r[-4:]))
+    return rc
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # L7 firewall rule on DNS over UDP: a `dns_qname` drop rule makes a query for
 # a blocked name go unanswered (the gateway drops it: timeout, and the server
-# never sees it) while a query for another name is answered. The responder is
+# never sees it) while a query for another name is answered, also when both
+# are asked from one socket (one UDP flow: every query is decided). The responder is
 # netns-tests/dnsprobe.py in the server namespace.
 . "$(dirname "$0")/lib.sh"
 need_portcullis
@@ -36,6 +37,9 @@ done
 ok "ok.example.org answered ($ans)"
 r=0; out="$(in_ns client timeout 10 python3 "$NT_DIR/dnsprobe.py" query "$SERVER" WWW.Blocked.Example.NET. 3)" || r=$?
 [ "$r" = 1 ] && [ "$out" = timeout ] || fail "query for www.blocked.example.net: expected a timeout, got exit $r '$out'"
+out="$(in_ns client timeout 20 python3 "$NT_DIR/dnsprobe.py" query "$SERVER" ok.example.org,x.blocked.example.net,ok.example.org 3 | tr '\n' ' ' || true)"
+[ "$out" = "192.0.2.53 timeout 192.0.2.53 " ] || fail "one socket asking ok, blocked, ok: expected answer, timeout, answer; got '$out'"
+ok "one socket: ok.example.org answered, x.blocked.example.net dropped, ok.example.org answered again"
 seen="$(cap_count dns)"
 # every packet the server saw is an ok.example.org query
 blocked_seen="$(tcpdump -nn -r "$S/cap-dns.pcap" 2>/dev/null | grep -ci blocked || true)"

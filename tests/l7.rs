@@ -362,6 +362,69 @@ fn dns_over_udp_decides_on_the_first_datagram() {
 }
 
 #[test]
+fn every_query_of_an_accepted_udp_flow_is_decided() {
+    let mut h = H::new("");
+    let (c, s) = (sa(PHONE_C), sa(SERVER_53));
+    let q = |name: &str| synth::udp(c, s, &synth::dns_query(name)).unwrap();
+    assert_eq!(h.send(q("www.example.org"), PHONE), Verdict::Forward(TUN));
+    let answer = synth::udp(s, c, b"\x12\x34\x81\x80\0\x01\0\x01\0\0\0\0").unwrap();
+    assert_eq!(h.send(answer.clone(), TUN), Verdict::Forward(PHONE));
+    // The same socket asks for a name the guests may not resolve: rejected
+    // (ICMP to the client), not carried by the first query's verdict.
+    let guests = h.rule("guests-not-example-net");
+    assert_eq!(
+        h.send(q("mail.example.net"), PHONE),
+        Verdict::Reject(DropReason::Rule {
+            chain: Chain::Forward,
+            rule: guests
+        })
+    );
+    assert_eq!(h.transmits(), vec![(PHONE, None)]);
+    assert!(matches!(
+        h.send(q("x.evil.example.org"), PHONE),
+        Verdict::Drop(DropReason::Rule { .. })
+    ));
+    // The flow stays: its allowed queries and answers go on.
+    assert_eq!(h.send(q("www.example.org"), PHONE), Verdict::Forward(TUN));
+    assert_eq!(h.send(answer, TUN), Verdict::Forward(PHONE));
+    let st = h.p.l7_stats();
+    assert_eq!((st.datagrams_decided, st.datagrams_blocked), (3, 2));
+    // The laptop (not a guest) may resolve example.net names on its socket.
+    let (lc, ls) = (sa(LAPTOP_C), sa(SERVER_53));
+    let lq = |name: &str| synth::udp(lc, ls, &synth::dns_query(name)).unwrap();
+    assert_eq!(h.send(lq("www.example.org"), LAPTOP), Verdict::Forward(TUN));
+    assert_eq!(
+        h.send(lq("mail.example.net"), LAPTOP),
+        Verdict::Forward(TUN)
+    );
+}
+
+#[test]
+fn every_question_of_a_dns_query_is_decided() {
+    // QDCOUNT 2: an allowed name first, a blocked one second.
+    let mut two = synth::dns_query("www.example.org");
+    let second = synth::dns_query("evil.example.org");
+    two[5] = 2;
+    two.extend_from_slice(&second[12..]);
+    let mut h = H::new("");
+    let (c, s) = (sa(PHONE_C), sa(SERVER_53));
+    assert!(matches!(
+        h.send(synth::udp(c, s, &two).unwrap(), PHONE),
+        Verdict::Drop(DropReason::Rule { .. })
+    ));
+    // ... also as a later datagram of an accepted flow.
+    let one = synth::dns_query("www.example.org");
+    assert_eq!(
+        h.send(synth::udp(c, s, &one).unwrap(), PHONE),
+        Verdict::Forward(TUN)
+    );
+    assert!(matches!(
+        h.send(synth::udp(c, s, &two).unwrap(), PHONE),
+        Verdict::Drop(DropReason::Rule { .. })
+    ));
+}
+
+#[test]
 fn dns_over_tcp_is_length_prefixed() {
     for (name, blocked) in [("a.b.example.net", true), ("example.com", false)] {
         let mut h = H::new("");

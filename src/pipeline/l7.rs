@@ -9,8 +9,14 @@
 //! 1. **Flow start**: the chain is evaluated with the name unknown (L7
 //!    predicates ignored). When the first matching rule has L7 predicates:
 //!    - UDP: the first datagram *is* the client's first payload (a DNS
-//!      query), so the name is read from it and the chain is evaluated again
-//!      at once; its verdict is applied to the packet as usual.
+//!      query), so the names are read from it and the chain is evaluated
+//!      again at once, once per question name (the first non-accepting
+//!      decision wins); its verdict is applied to the packet as usual. An
+//!      accepted UDP flow is then *watched*: every later client datagram is
+//!      decided the same way by its own names, and a blocked one is dropped
+//!      (rejected: ICMP to the client) alone, the flow staying for its other
+//!      queries — a resolver library reuses one socket for several queries,
+//!      so deciding only the first would let the second through unchecked.
 //!    - other non-TCP protocols carry no name: evaluated again at once with
 //!      no name.
 //!    - TCP: the flow is created *provisionally* ("pending L7"): its packets
@@ -79,12 +85,24 @@ struct Pending {
     buf: Vec<u8>,
 }
 
+/// A UDP flow whose client datagrams are each decided by their names.
+#[derive(Debug)]
+struct Watched {
+    orig: FlowKey,
+    chain: Chain,
+    /// The flow's first packet as the rules saw it (after DNAT).
+    first: MatchInput,
+}
+
 /// L7 decision state of the pipeline.
 #[derive(Debug, Default)]
 pub(super) struct L7State {
     pending: HashMap<FlowId, Pending>,
     /// Flows accepted by an L7 decision, with their name (for reloads).
     named: HashMap<FlowId, (FlowKey, Option<L7Name>)>,
+    /// UDP flows accepted by an L7 decision: every later client datagram is
+    /// decided by its own names (see [`Pipeline::l7_datagram`]).
+    watched: HashMap<FlowId, Watched>,
     /// Sum of the pending buffers' lengths.
     bytes: usize,
     /// The flow `start` registered last (read right after flow creation).
@@ -104,13 +122,18 @@ pub struct L7Stats {
     pub blocked: u64,
     /// Segments dropped while pending (out of order, or the global bound).
     pub held_back: u64,
+    /// Later datagrams of accepted UDP flows decided by their own names.
+    pub datagrams_decided: u64,
+    /// ... of which dropped or rejected.
+    pub datagrams_blocked: u64,
 }
 
 impl L7State {
-    /// True when no flow is pending (the fast path's only L7 check).
+    /// True when no flow is pending or watched (the fast path's only L7
+    /// check).
     #[inline(always)]
     pub(super) fn idle(&self) -> bool {
-        self.pending.is_empty()
+        self.pending.is_empty() && self.watched.is_empty()
     }
 
     /// Forgets an ended flow (only if the slot still holds that flow).
@@ -122,6 +145,9 @@ impl L7State {
         }
         if !self.named.is_empty() && self.named.get(&id).is_some_and(|n| n.0 == *orig) {
             self.named.remove(&id);
+        }
+        if !self.watched.is_empty() && self.watched.get(&id).is_some_and(|w| w.orig == *orig) {
+            self.watched.remove(&id);
         }
     }
 
@@ -207,21 +233,106 @@ impl Pipeline {
             }
             return v;
         }
-        let name = match meta.l4 {
-            L4::Udp { .. } => to_name(app::datagram_first_name(payload(pkt, meta))),
-            _ => None,
+        let udp = matches!(meta.l4, L4::Udp { .. });
+        let (d, name) = if udp {
+            self.l7_names_decision(chain, &m, payload(pkt, meta), now, t)
+        } else {
+            (self.l7_decision(chain, &m, None, now, t), None)
         };
-        let d = self.l7_decision(chain, &m, name.as_ref(), now, t);
         self.l7.last = None;
+        let watch = udp.then_some(m);
         let create = super::NewFlow { dnat, l7: Some(m) };
         let v = self.apply(d, chain, pkt, meta, ingress, out, Some(create), now, t);
         if let Some(id) = self.l7.last.take() {
             // Remember the name for reloads (the flow was just created).
             if let Some(orig) = self.ct.flow(id).map(|f| f.orig) {
                 self.l7.named.insert(id, (orig, name));
+                if let Some(first) = watch {
+                    self.l7.watched.insert(id, Watched { orig, chain, first });
+                }
             }
         }
         v
+    }
+
+    /// Decides a UDP datagram by the names it carries (every question of a
+    /// DNS query): the first name whose decision is not accept decides;
+    /// otherwise the first name's (accepting) decision. No name: decided with
+    /// the name unknown.
+    fn l7_names_decision<T: Tracer>(
+        &mut self,
+        chain: Chain,
+        m: &MatchInput,
+        data: &[u8],
+        now: Instant,
+        t: &mut T,
+    ) -> (Decision, Option<L7Name>) {
+        let mut names = app::dns_queries(data)
+            .into_iter()
+            .map(|q| L7Name::new(L7Kind::DnsQname, &q));
+        let Some(first) = names.next() else {
+            return (self.l7_decision(chain, m, None, now, t), None);
+        };
+        let d = self.l7_decision(chain, m, Some(&first), now, t);
+        if d.action != Action::Accept {
+            return (d, Some(first));
+        }
+        for n in names {
+            let dn = self.l7_decision(chain, m, Some(&n), now, t);
+            if dn.action != Action::Accept {
+                return (dn, Some(n));
+            }
+        }
+        (d, Some(first))
+    }
+
+    /// A client datagram of a watched UDP flow (one accepted by an L7
+    /// decision): decided by its own names, so a later query on the same
+    /// socket cannot ride on the first one's verdict. Drop and reject apply
+    /// to this datagram only (the flow stays: its other queries are decided
+    /// one by one). `None`: not a watched flow, or accepted.
+    fn l7_datagram<T: Tracer>(
+        &mut self,
+        id: FlowId,
+        pkt: &mut [u8],
+        meta: &PacketMeta,
+        now: Instant,
+        t: &mut T,
+    ) -> Option<Verdict> {
+        let orig = self.ct.flow(id)?.orig;
+        let w = self.l7.watched.get(&id)?;
+        if w.orig != orig {
+            self.l7.watched.remove(&id);
+            return None;
+        }
+        let (chain, first) = (w.chain, w.first);
+        let (d, name) = self.l7_names_decision(chain, &first, payload(pkt, meta), now, t);
+        self.l7.stats.datagrams_decided += 1;
+        let reason = match d.rule {
+            Some(rule) => DropReason::Rule { chain, rule },
+            None => DropReason::Policy(chain),
+        };
+        match d.action {
+            Action::Accept => {
+                if let Some(f) = self.ct.flow_mut(id) {
+                    f.rule = d.rule;
+                }
+                self.l7.named.insert(id, (orig, name));
+                None
+            }
+            Action::Drop => {
+                self.l7.stats.datagrams_blocked += 1;
+                self.stats.count_rule(chain, d.rule, pkt.len());
+                Some(Verdict::Drop(reason))
+            }
+            Action::Reject(w) => {
+                self.l7.stats.datagrams_blocked += 1;
+                self.stats.count_rule(chain, d.rule, pkt.len());
+                let ingress = orig.zone;
+                self.queue_reply(pkt, meta, w, ingress, now, t);
+                Some(Verdict::Reject(reason))
+            }
+        }
     }
 
     /// Called by `apply` for a flow just created by [`Pipeline::l7_new_flow`]:
@@ -266,8 +377,12 @@ impl Pipeline {
         if dir != Dir::Original {
             return None;
         }
-        let L4::Tcp(tcp) = meta.l4 else {
-            return None;
+        let tcp = match meta.l4 {
+            L4::Tcp(tcp) => tcp,
+            L4::Udp { .. } if !self.l7.watched.is_empty() => {
+                return self.l7_datagram(id, pkt, meta, now, t)
+            }
+            _ => return None,
         };
         let data = payload(pkt, meta);
         if data.is_empty() {

@@ -31,11 +31,15 @@
 //!    none (not TLS/HTTP/DNS, no SNI/Host, or a bound of client bytes passed
 //!    without a name), [`RuleSet::evaluate_named`] evaluates the chain again
 //!    *from the top* with the name known, on the flow's first packet as the
-//!    rules saw it: a rule with L7 predicates matches only when the name is
+//!    rules saw it (a UDP datagram with several DNS questions: once per
+//!    name, the first non-accepting decision wins): a rule with L7 predicates matches only when the name is
 //!    of a kind it lists and one of that list's patterns matches it (several
 //!    L7 fields on one rule are alternatives); rules without L7 predicates
 //!    match as before. A flow without a name matches no L7 rule. That verdict
-//!    is final: accept lets the flow go on; drop/reject cuts it.
+//!    is final for TCP: accept lets the flow go on; drop/reject cuts it.
+//!    An accepted UDP flow repeats step 2 on every later client datagram
+//!    (each DNS query is decided by its own names; a blocked one is dropped
+//!    alone).
 //!
 //! The pipeline side (buffering the client's first bytes, what happens to
 //! segments before the decision, resets) is in [`crate::pipeline::l7`].

@@ -305,6 +305,28 @@ pub fn render(p: &Pipeline, sh: &ShellMetrics<'_>) -> String {
             (k.name(), n as f64)
         }),
     );
+    let l7 = p.l7_stats();
+    e.single(
+        "portcullis_l7_pending_flows",
+        "gauge",
+        "TCP flows admitted provisionally, waiting for their L7 name (tls_sni, http_host, dns_qname rules).",
+        p.l7_pending() as f64,
+    );
+    e.labelled(
+        "portcullis_l7_decisions_total",
+        "counter",
+        "L7 rule decisions: pending TCP flows started, flows decided with their name, of which blocked (dropped or rejected), later UDP datagrams decided by their own names, of which blocked, segments held back while pending.",
+        "event",
+        [
+            ("pending_started", l7.pending_started),
+            ("decided", l7.decided),
+            ("blocked", l7.blocked),
+            ("datagrams_decided", l7.datagrams_decided),
+            ("datagrams_blocked", l7.datagrams_blocked),
+            ("held_back", l7.held_back),
+        ]
+        .map(|(k, v)| (k, v as f64)),
+    );
     e.labelled(
         "portcullis_reloads_total",
         "counter",
@@ -362,6 +384,8 @@ mod tests {
         assert!(text.contains("portcullis_rule_packets_total{chain=\"forward\",rule="));
         assert!(text.contains("portcullis_blocklist_entries{origin=\"ctl\"} 0\n"));
         assert!(text.contains("portcullis_anomaly_alerts_total{detector=\"port_scan\"} 0\n"));
+        assert!(text.contains("portcullis_l7_pending_flows 0\n"));
+        assert!(text.contains("portcullis_l7_decisions_total{event=\"datagrams_blocked\"} 0\n"));
     }
 
     /// A port scan detected and blocked shows in the anomaly counter and
