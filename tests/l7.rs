@@ -227,6 +227,62 @@ fn tls_sni_allowed_and_blocked_in_one_segment() {
     assert_eq!(h.p.l7_stats().blocked, 1);
 }
 
+/// Under masquerade the server knows the client as the NAT address and
+/// port: the RST that cuts a blocked flow must carry that tuple, or the
+/// server's connection is not reset.
+#[test]
+fn reset_to_the_server_carries_the_masqueraded_tuple() {
+    let mut h = H::new(
+        r#"
+[[nat]]
+kind = "masquerade"
+from = "group:guests"
+to = "tun"
+to_address = "100.64.0.254"
+"#,
+    );
+    let (c, s) = (sa(PHONE_C), sa(SERVER_443));
+    let mut syn = tcp(c, s, SYN, 1000, 0, b"");
+    assert_eq!(h.p.handle(&mut syn, PHONE, h.now), Verdict::Forward(TUN));
+    let m = packet::parse(&syn).unwrap();
+    let L4::Tcp(t) = m.l4 else { panic!("{m:?}") };
+    let nat = SocketAddr::new(m.src, t.sport);
+    assert_eq!(nat.ip().to_string(), "100.64.0.254");
+    assert_eq!(
+        h.send(tcp(s, nat, SYN | ACK, 5000, 1001, b""), TUN),
+        Verdict::Forward(PHONE)
+    );
+    assert_eq!(
+        h.send(tcp(c, s, ACK, 1001, 5001, b""), PHONE),
+        Verdict::Forward(TUN)
+    );
+    let v = h.stream(
+        c,
+        s,
+        PHONE,
+        &synth::tls_client_hello("shop.example.net"),
+        &[],
+    );
+    assert!(matches!(v[..], [Verdict::Reject(_)]), "{v:?}");
+    let mut to_server = Vec::new();
+    while let Some(t) = h.p.poll_transmit() {
+        if t.zone == TUN {
+            to_server.push(packet::parse(&t.packet).unwrap());
+        }
+    }
+    let [m] = &to_server[..] else {
+        panic!("one RST to the server expected: {to_server:?}")
+    };
+    let L4::Tcp(t) = m.l4 else { panic!("{m:?}") };
+    assert_eq!(t.flags & RST, RST);
+    assert_eq!(
+        SocketAddr::new(m.src, t.sport),
+        nat,
+        "RST from the NAT tuple"
+    );
+    assert_eq!(SocketAddr::new(m.dst, t.dport), s);
+}
+
 #[test]
 fn tls_client_hello_split_over_two_segments() {
     for (sni, blocked) in [("a.example.net", true), ("ok.example.org", false)] {

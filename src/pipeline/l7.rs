@@ -473,11 +473,11 @@ impl Pipeline {
             Action::Reject(w) => Some(w),
         };
         self.l7.stats.blocked += 1;
-        let server = self.ct.flow(id).map(|f| f.egress());
+        let server = self.ct.flow(id).map(|f| (f.egress(), f.orig, f.reply));
         self.ct.remove(id);
         self.stats.count_rule(p.chain, d.rule, pkt.len());
-        if let Some(server) = server {
-            self.reset_receiver(meta, server, now);
+        if let Some((server, orig, reply)) = server {
+            self.reset_receiver(meta, Dir::Original, &orig, &reply, server, now);
         }
         match with {
             Some(w) => {

@@ -66,7 +66,7 @@ pub mod stats;
 pub mod testbed;
 pub mod trace;
 
-use crate::conntrack::{Conntrack, CtConfig, Dir, EndCause, Flow, FlowId, Track};
+use crate::conntrack::{Conntrack, CtConfig, Dir, EndCause, Flow, FlowId, FlowKey, Track};
 use crate::nat::{xlate, DnatTo, Nat, NatConfig, NatEvent};
 use crate::packet::build::{self, ReplyLimiter};
 use crate::packet::frag::{FragResult, Reassembler};
@@ -1383,17 +1383,32 @@ impl Pipeline {
             crate::ids::IdsVerdict::Reject => {
                 trace_step!(t, "ids", "reject");
                 self.queue_reply(pkt, meta, RejectWith::Default, sender, now, t);
-                self.reset_receiver(meta, receiver, now);
+                let keys = self.ct.flow(id).map(|f| (f.orig, f.reply));
+                if let Some((orig, reply)) = keys {
+                    self.reset_receiver(meta, dir, &orig, &reply, receiver, now);
+                }
                 Some(Verdict::Reject(DropReason::Ids))
             }
         }
     }
 
     /// Resets the receiver's end of the TCP connection `meta` belongs to
-    /// (an RST as if from the sender, rate-limited like every reply).
-    fn reset_receiver(&mut self, meta: &PacketMeta, receiver: ZoneId, now: Instant) {
+    /// (an RST as if from the sender, rate-limited like every reply). `meta`
+    /// travels in direction `dir` of the flow with keys `orig` / `reply`;
+    /// the RST carries the addresses and ports the receiver sees, i.e. after
+    /// NAT (for a masqueraded client the server sees the gateway's address
+    /// and port, and only an RST to that tuple resets its connection).
+    fn reset_receiver(
+        &mut self,
+        meta: &PacketMeta,
+        dir: Dir,
+        orig: &FlowKey,
+        reply: &FlowKey,
+        receiver: ZoneId,
+        now: Instant,
+    ) {
         if let (L4::Tcp(tcp), true) = (meta.l4, self.limiter.allow(now)) {
-            let (sp, dp) = (tcp.sport, tcp.dport);
+            let (src, sp, dst, dp) = receiver_view(dir, orig, reply);
             let spec = packet::synth::TcpSpec {
                 flags: packet::tcp_flags::RST | packet::tcp_flags::ACK,
                 seq: tcp.seq,
@@ -1403,8 +1418,8 @@ impl Pipeline {
                 mss: None,
             };
             if let Some(rst) = packet::synth::tcp(
-                std::net::SocketAddr::new(meta.src, sp),
-                std::net::SocketAddr::new(meta.dst, dp),
+                std::net::SocketAddr::new(src, sp),
+                std::net::SocketAddr::new(dst, dp),
                 spec,
                 &[],
             ) {
@@ -1739,6 +1754,18 @@ pub fn tuple_line(proto_: u8, x: &xlate::Tuple) -> String {
 }
 
 /// The packet summary as the rules see it after DNAT.
+/// The endpoints of a packet travelling in direction `dir` as its receiver
+/// sees them, (source, source port, destination, destination port): the
+/// packets that reach the server carry the reply key swapped (after SNAT and
+/// DNAT), those that reach the client the original key swapped.
+fn receiver_view(dir: Dir, orig: &FlowKey, reply: &FlowKey) -> (IpAddr, u16, IpAddr, u16) {
+    let k = match dir {
+        Dir::Original => reply,
+        Dir::Reply => orig,
+    };
+    (k.dst, k.dport, k.src, k.sport)
+}
+
 fn dnat_meta(meta: &PacketMeta, d: DnatTo) -> PacketMeta {
     let mut m = *meta;
     m.dst = d.addr;
