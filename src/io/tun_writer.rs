@@ -64,12 +64,13 @@ impl TunWriter {
         std::thread::Builder::new()
             .name("tun-writer".into())
             .spawn(move || {
+                // Until the loop drops its sender: every batch handed over is
+                // written, also those still queued when the loop has gone
+                // (its receiver of spent batches gone with it: no report).
                 while let Ok(mut t) = rx.recv() {
                     let mut rep = TunTxReport::default();
                     t.flush(own.as_raw_fd(), &mut rep);
-                    if done.send((t, rep)).is_err() {
-                        break;
-                    }
+                    let _ = done.send((t, rep));
                 }
             })?;
         Ok(TunWriter {
