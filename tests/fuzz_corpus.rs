@@ -14,7 +14,7 @@
 #![allow(clippy::unwrap_used)]
 
 use portcullis::fuzzing;
-use portcullis::packet::checksum::fill_ipv4_checksum;
+use portcullis::packet::fragment;
 use portcullis::packet::synth::{self, TcpSpec};
 use portcullis::packet::tcp_flags::{ACK, FIN, PSH, RST, SYN};
 use proptest::prelude::*;
@@ -110,50 +110,23 @@ fn tcp(src: &str, dst: &str, flags: u8, seq: u32, ack: u32, payload: &[u8]) -> V
     synth::tcp(sa(src), sa(dst), spec, payload).unwrap()
 }
 
+/// Byte ranges of `len` bytes of data cut at `cuts`.
+fn ranges(len: usize, cuts: &[usize]) -> Vec<(usize, usize)> {
+    let mut b = vec![0];
+    b.extend_from_slice(cuts);
+    b.push(len);
+    b.windows(2).map(|w| (w[0], w[1])).collect()
+}
+
 /// IPv4 fragments of `pkt` at the given payload boundaries (multiples of 8).
 fn frag_v4(pkt: &[u8], cuts: &[usize], id: u16) -> Vec<Vec<u8>> {
     let hlen = usize::from(pkt[0] & 0xf) * 4;
-    let data = &pkt[hlen..];
-    let mut b = vec![0];
-    b.extend_from_slice(cuts);
-    b.push(data.len());
-    b.windows(2)
-        .map(|w| {
-            let mut f = pkt[..hlen].to_vec();
-            f.extend_from_slice(&data[w[0]..w[1]]);
-            let tl = f.len() as u16;
-            f[2..4].copy_from_slice(&tl.to_be_bytes());
-            f[4..6].copy_from_slice(&id.to_be_bytes());
-            let more = w[1] < data.len();
-            let fo = (w[0] / 8) as u16 | if more { 0x2000 } else { 0 };
-            f[6..8].copy_from_slice(&fo.to_be_bytes());
-            fill_ipv4_checksum(&mut f);
-            f
-        })
-        .collect()
+    fragment::split(pkt, &ranges(pkt.len() - hlen, cuts), u32::from(id)).unwrap()
 }
 
 /// IPv6 fragments (no extension headers before the Fragment header).
 fn frag_v6(pkt: &[u8], cuts: &[usize], id: u32) -> Vec<Vec<u8>> {
-    let data = &pkt[40..];
-    let mut b = vec![0];
-    b.extend_from_slice(cuts);
-    b.push(data.len());
-    b.windows(2)
-        .map(|w| {
-            let mut f = pkt[..40].to_vec();
-            let nh = f[6];
-            f[6] = 44;
-            let more = w[1] < data.len();
-            f.extend_from_slice(&[nh, 0]);
-            f.extend_from_slice(&((w[0] as u16) | u16::from(more)).to_be_bytes());
-            f.extend_from_slice(&id.to_be_bytes());
-            f.extend_from_slice(&data[w[0]..w[1]]);
-            let pl = (f.len() - 40) as u16;
-            f[4..6].copy_from_slice(&pl.to_be_bytes());
-            f
-        })
-        .collect()
+    fragment::split(pkt, &ranges(pkt.len() - 40, cuts), id).unwrap()
 }
 
 /// The seed corpus: named packet sequences covering each path of the fuzz

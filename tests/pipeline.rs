@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used)]
 
 use portcullis::config::load_str;
-use portcullis::packet::checksum::fill_ipv4_checksum;
 use portcullis::packet::synth::{self, TcpSpec};
 use portcullis::packet::tcp_flags::{ACK, PSH, RST, SYN};
 use portcullis::packet::{self, proto, L4};
@@ -833,39 +832,7 @@ fn reload_moving_a_peer_address_revokes_its_flows_as_spoofed() {
 /// Fragments an IP datagram into pieces covering the given byte ranges of its
 /// payload (ranges may overlap, to build evasion attempts).
 fn fragments(pkt: &[u8], ranges: &[(usize, usize)], id: u32) -> Vec<Vec<u8>> {
-    let v6 = pkt[0] >> 4 == 6;
-    let hlen = if v6 {
-        40
-    } else {
-        usize::from(pkt[0] & 0xf) * 4
-    };
-    let data = &pkt[hlen..];
-    ranges
-        .iter()
-        .map(|&(s, e)| {
-            let more = e < data.len();
-            let mut f = pkt[..hlen].to_vec();
-            if v6 {
-                let nh = f[6];
-                f[6] = 44;
-                f.extend_from_slice(&[nh, 0]);
-                f.extend_from_slice(&((s as u16) | u16::from(more)).to_be_bytes());
-                f.extend_from_slice(&id.to_be_bytes());
-                f.extend_from_slice(&data[s..e]);
-                let pl = (f.len() - 40) as u16;
-                f[4..6].copy_from_slice(&pl.to_be_bytes());
-            } else {
-                f.extend_from_slice(&data[s..e]);
-                let tl = f.len() as u16;
-                f[2..4].copy_from_slice(&tl.to_be_bytes());
-                f[4..6].copy_from_slice(&(id as u16).to_be_bytes());
-                let fo = ((s / 8) as u16) | if more { 0x2000 } else { 0 };
-                f[6..8].copy_from_slice(&fo.to_be_bytes());
-                assert!(fill_ipv4_checksum(&mut f));
-            }
-            f
-        })
-        .collect()
+    portcullis::packet::fragment::split(pkt, ranges, id).unwrap()
 }
 
 #[test]

@@ -37,8 +37,8 @@
 //! - **Fragments**: the pipeline judges the reassembled datagram and releases
 //!   its original fragments; the netstack reassembles them again (RFC 791 /
 //!   RFC 8200, the pipeline's reassembler) and relays the whole datagram.
-//!   Datagrams from the host are not fragmented: a UDP port forward's
-//!   datagram that does not fit the tunnel MTU is dropped and counted.
+//!   Datagrams from the host (UDP flow replies, UDP port forwards) that do
+//!   not fit the tunnel MTU leave as IP fragments ([`packet::fragment`]).
 //! - **Host errors**: a refused TCP connect is an RST to the client; an
 //!   unreachable host or net (TCP connect, or a UDP flow's socket reporting
 //!   EHOSTUNREACH/ENETUNREACH/ECONNREFUSED) an ICMP destination unreachable
@@ -333,6 +333,9 @@ pub struct NetStats {
     pub idle_closed: u64,
     pub dropped: u64,
     pub echo_local: u64,
+    /// UDP datagrams from the host sent into the tunnel as IP fragments
+    /// (larger than the tunnel MTU).
+    pub fragmented: u64,
     /// UDP port forwards' associations.
     pub udp_forward: udpfwd::UdpFwdStats,
 }
@@ -416,6 +419,9 @@ pub struct Netstack {
     mtu: usize,
     /// Reassembles the fragments the pipeline releases (see `handle_packet`).
     frag: Reassembler,
+    /// Identification of the next datagram this stack fragments (a counter
+    /// from a random start: RFC 6864 §4.1, RFC 7739 §5.1).
+    frag_id: u32,
 }
 
 impl std::fmt::Debug for Netstack {
@@ -499,6 +505,7 @@ impl Netstack {
             udp_fwd,
             mtu,
             frag: Reassembler::new(NETSTACK_FRAG, (hash_key.1, hash_key.0)),
+            frag_id: (hash_key.0 ^ hash_key.1.rotate_left(32)) as u32,
         }
     }
 
@@ -532,9 +539,8 @@ impl Netstack {
     /// A datagram from host client `client` on UDP port forward `forward`
     /// (its index in the config's forward list): it leaves into the tunnel
     /// from the gateway's tunnel address and the client's association port
-    /// (through the pipeline's `output` chain). Datagrams that would not fit
-    /// the tunnel MTU unfragmented are dropped and counted (the relay does
-    /// not fragment).
+    /// (through the pipeline's `output` chain). A datagram that does not fit
+    /// the tunnel MTU leaves as IP fragments.
     pub fn handle_forward_datagram(
         &mut self,
         forward: usize,
@@ -545,14 +551,31 @@ impl Netstack {
         let Some((local, to)) = self.udp_fwd.outbound(forward, client, now) else {
             return;
         };
-        // IPv4 20 + UDP 8, IPv6 40 + UDP 8 bytes of headers.
-        let headers = if to.is_ipv4() { 28 } else { 48 };
-        if data.len() + headers > self.mtu {
+        self.emit_udp(local, to, data);
+    }
+
+    /// Emits a UDP datagram into the tunnel: whole when it fits the tunnel
+    /// MTU, else as IP fragments (RFC 791 / RFC 8200; the pipeline judges
+    /// the reassembled datagram and releases the fragments). One that cannot
+    /// be built (over 64 KiB) is dropped and counted.
+    fn emit_udp(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8]) {
+        let Some(p) = packet::synth::udp(from, to, data) else {
             self.stats.dropped += 1;
             return;
-        }
-        if let Some(p) = packet::synth::udp(local, to, data) {
+        };
+        if p.len() <= self.mtu {
             self.emit(p);
+            return;
+        }
+        self.frag_id = self.frag_id.wrapping_add(1);
+        match packet::fragment::to_mtu(&p, self.mtu, self.frag_id) {
+            Some(frags) => {
+                self.stats.fragmented += 1;
+                for f in frags {
+                    self.emit(f);
+                }
+            }
+            None => self.stats.dropped += 1,
         }
     }
 
@@ -913,9 +936,7 @@ impl Netstack {
             }
             (Kind::Udp, HostInput::Data(d)) => {
                 let n = d.len();
-                if let Some(p) = packet::synth::udp(key.server, key.client, &d) {
-                    self.emit(p);
-                }
+                self.emit_udp(key.server, key.client, &d);
                 self.events.push_back(NetEvent::Grant { id, bytes: n });
             }
             (Kind::Ping, HostInput::Data(d)) => {

@@ -268,6 +268,16 @@ fn udp_relays_and_replies_from_the_server() {
     assert_eq!(t.zone, ZoneId::HOST);
     assert_eq!(m.ports(), (7, 40000));
     assert_eq!(&t.packet[usize::from(m.payload_offset)..], b"pong");
+    // A reply larger than the tunnel MTU (a big DNS answer, say) leaves as
+    // IP fragments, each within the MTU, all from the server's address.
+    ns.handle_host(id, HostInput::Data(vec![7; 2000]), now);
+    let tx: Vec<NetTransmit> = std::iter::from_fn(|| ns.poll_transmit()).collect();
+    assert_eq!(tx.len(), 2);
+    for t in &tx {
+        let m = packet::parse(&t.packet).unwrap();
+        assert!(t.packet.len() <= 1420 && m.frag.is_some(), "{m:?}");
+        assert_eq!((t.zone, m.src), (ZoneId::HOST, sa("203.0.113.2:7").ip()));
+    }
     // Idle timeout closes it.
     ns.handle_timeout(now + Duration::from_secs(61));
     assert!(events(&mut ns).contains(&NetEvent::Close { id }));
@@ -631,12 +641,37 @@ fn udp_port_forward_round_trip_through_the_pipeline() {
     assert!(
         matches!(tx.as_slice(), [(_, m)] if matches!(m.l4, L4::Icmp(i) if (i.ty, i.code) == (3, 3)))
     );
-    // The TCP forward's index takes no datagrams; oversized ones are dropped.
-    let before = ns.stats().dropped;
+    // The TCP forward's index takes no datagrams.
     ns.handle_forward_datagram(0, alice, b"x", now);
-    ns.handle_forward_datagram(1, alice, &[0u8; 1500], now);
     assert!(transmits(&mut ns).is_empty());
-    assert_eq!(ns.stats().dropped, before + 1);
+    // A datagram over the tunnel MTU leaves as IP fragments; the pipeline
+    // judges the whole datagram and releases the fragments to the peer, whose
+    // reassembly gives back the client's bytes.
+    let big: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+    ns.handle_forward_datagram(1, alice, &big, now);
+    let frags: Vec<NetTransmit> = std::iter::from_fn(|| ns.poll_transmit()).collect();
+    assert_eq!(frags.len(), 3);
+    assert_eq!(ns.stats().fragmented, 1);
+    let mut released = Vec::new();
+    for mut t in frags {
+        assert!(t.packet.len() <= 1420);
+        assert_eq!(pl.handle(&mut t.packet, t.zone, now), Verdict::Held);
+        released.extend(std::iter::from_fn(|| pl.poll_transmit()));
+    }
+    assert_eq!(released.len(), 3);
+    assert!(released.iter().all(|t| t.zone == laptop));
+    let mut peer = crate::packet::frag::Reassembler::new(Default::default(), (3, 4));
+    let whole = released.iter().find_map(|t| {
+        let m = packet::parse(&t.packet).unwrap();
+        match peer.handle(&t.packet, &m, laptop, now) {
+            crate::packet::frag::FragResult::Complete { datagram, .. } => Some(datagram),
+            _ => None,
+        }
+    });
+    let whole = whole.expect("the peer reassembles the datagram");
+    let m = packet::parse(&whole).unwrap();
+    assert_eq!(&whole[usize::from(m.payload_offset)..], &big[..]);
+    assert_eq!(SocketAddr::new(m.src, 0).ip(), locals[0].ip());
     // Idle associations expire in the housekeeping.
     ns.handle_timeout(now + Duration::from_secs(61));
     assert_eq!(ns.udp_forward_flows(), 0);

@@ -12,6 +12,7 @@
 //! - `rewrite`: in-place rewrite of addresses, ports and ICMP ids.
 //! - `build`: TCP RST and ICMP/ICMPv6 destination-unreachable replies (RFC 792, 1812, 4443).
 //! - `frag`: IPv4/IPv6 fragment reassembly (RFC 791, 8200, 5722).
+//! - `fragment`: IPv4/IPv6 fragmentation of datagrams the gateway originates.
 //! - `pcap`: a small capture reader (Ethernet/VLAN, raw IP, loopback) for replay tests and benches.
 
 use std::net::IpAddr;
@@ -201,6 +202,7 @@ pub use frag_config::FragConfig;
 pub mod build;
 pub mod checksum;
 pub mod frag;
+pub mod fragment;
 pub mod parse;
 pub mod pcap;
 pub mod rewrite;

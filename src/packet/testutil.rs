@@ -131,30 +131,22 @@ pub fn ext8() -> Vec<u8> {
     vec![0, 0, 1, 4, 0, 0, 0, 0] // next, len 0, PadN of 4
 }
 
-/// Fragments an IPv4 datagram (no options assumed beyond IHL) at the given data
-/// boundaries (multiples of 8), returning the fragments in offset order.
+/// Byte ranges of a datagram's data cut at `cuts` (cuts outside the data
+/// are ignored).
+fn ranges(len: usize, cuts: &[usize]) -> Vec<(usize, usize)> {
+    let mut bounds = vec![0];
+    bounds.extend(cuts.iter().copied().filter(|c| *c > 0 && *c < len));
+    bounds.push(len);
+    bounds.dedup();
+    bounds.windows(2).map(|w| (w[0], w[1])).collect()
+}
+
+/// Fragments an IPv4 datagram at the given data boundaries (multiples of
+/// 8), returning the fragments in offset order.
 pub fn frag_v4(pkt: &[u8], cuts: &[usize], id: u16) -> Vec<Vec<u8>> {
     let hlen = usize::from(pkt[0] & 0xf) * 4;
-    let data = &pkt[hlen..];
-    let mut bounds = vec![0];
-    bounds.extend(cuts.iter().copied().filter(|c| *c > 0 && *c < data.len()));
-    bounds.push(data.len());
-    bounds.dedup();
-    let mut out = Vec::new();
-    for w in bounds.windows(2) {
-        let (s, e) = (w[0], w[1]);
-        let mut f = pkt[..hlen].to_vec();
-        f.extend_from_slice(&data[s..e]);
-        let tl = f.len() as u16;
-        f[2..4].copy_from_slice(&tl.to_be_bytes());
-        f[4..6].copy_from_slice(&id.to_be_bytes());
-        let more = e < data.len();
-        let fo = ((s / 8) as u16) | if more { 0x2000 } else { 0 };
-        f[6..8].copy_from_slice(&fo.to_be_bytes());
-        crate::packet::checksum::fill_ipv4_checksum(&mut f);
-        out.push(f);
-    }
-    out
+    crate::packet::fragment::split(pkt, &ranges(pkt.len() - hlen, cuts), u32::from(id))
+        .expect("fragmentable IPv4 datagram")
 }
 
 /// Fragments an IPv6 datagram without extension headers at data boundaries.
@@ -171,26 +163,7 @@ pub fn frag_v6_ext(
     cuts: &[usize],
     id: u32,
 ) -> Vec<Vec<u8>> {
-    let data = &pkt[unfrag..];
-    let nh = pkt[prev_nh];
-    let mut bounds = vec![0];
-    bounds.extend(cuts.iter().copied().filter(|c| *c > 0 && *c < data.len()));
-    bounds.push(data.len());
-    bounds.dedup();
-    let mut out = Vec::new();
-    for w in bounds.windows(2) {
-        let (s, e) = (w[0], w[1]);
-        let mut f = pkt[..unfrag].to_vec();
-        f[prev_nh] = 44;
-        let more = e < data.len();
-        let fo = (s as u16) | u16::from(more);
-        f.extend_from_slice(&[nh, 0]);
-        f.extend_from_slice(&fo.to_be_bytes());
-        f.extend_from_slice(&id.to_be_bytes());
-        f.extend_from_slice(&data[s..e]);
-        let pl = (f.len() - 40) as u16;
-        f[4..6].copy_from_slice(&pl.to_be_bytes());
-        out.push(f);
-    }
-    out
+    let r = ranges(pkt.len() - unfrag, cuts);
+    crate::packet::fragment::split_v6_after(pkt, unfrag, prev_nh, &r, id)
+        .expect("fragmentable IPv6 datagram")
 }
