@@ -5,6 +5,7 @@
 #   UDP echo service on the client): two host clients at once each get their
 #   own echoes back; the service sees the gateway's tunnel address; the
 #   datagrams pass chain output (a port the rules don't allow gets nothing);
+#   a datagram over the tunnel MTU goes as IP fragments and echoes back whole;
 # - a peer reaches a UDP service on the host itself (netstack.host_services,
 #   added by a hot reload: a live key) through chain input.
 . "$(dirname "$0")/lib.sh"
@@ -90,6 +91,23 @@ grep -q "^from $GW_TUN_ADDR:" "$S/cecho-8007.log" || fail "the client service di
 [ "$(grep -c '^from ' "$S/cecho-8007.log")" = 10 ] || fail "the client service saw $(grep -c '^from ' "$S/cecho-8007.log") datagrams, expected 10"
 [ "$(grep '^from ' "$S/cecho-8007.log" | sort -u | wc -l)" = 2 ] || fail "expected two tunnel-side ports (one per host client): $(sort -u "$S/cecho-8007.log")"
 ok "the client saw the gateway's tunnel address, one port per host client"
+# a datagram larger than the tunnel MTU: it leaves the netstack as IP
+# fragments, the client reassembles it, and its echo (fragmented by the
+# client's kernel) comes back whole
+in_ns server timeout 15 "$PY" - <<'PYEOF' || fail "a 4000-byte datagram through the UDP forward did not come back whole"
+import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+m = b"F" + os.urandom(3999)
+for _ in range(3):
+    s.sendto(m, ("203.0.113.1", 9007))
+    try:
+        d, _ = s.recvfrom(65535)
+    except socket.timeout:
+        continue
+    sys.exit(0 if d == m else 1)
+sys.exit(1)
+PYEOF
+ok "a 4000-byte datagram through the forward (IP fragments into the tunnel) echoed back whole"
 in_ns server timeout 10 "$PY" - <<'PYEOF' || fail "the forward to a port chain output drops answered"
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1.5)
