@@ -9,7 +9,11 @@
 //! - UDP: one readiness event calls `recvmmsg` ([`batch::UdpRx`], GRO on when
 //!   the kernel has it) until `EAGAIN` or [`UDP_ROUNDS`] calls; each datagram
 //!   is decrypted into the shell's one decryption buffer
-//!   ([`crate::wg::WgDevice::handle_datagram_into`]).
+//!   ([`crate::wg::WgDevice::handle_datagram_into`]); with crypto threads
+//!   (`interface.crypto_threads`), a round's data messages from several
+//!   peers are first decrypted by peer in parallel
+//!   ([`crate::wg::parallel`]), then every datagram of the round goes
+//!   through the pipeline in arrival order on the loop.
 //! - Encryption goes straight into the send arena
 //!   ([`crate::wg::WgDevice::encapsulate_into`] into [`batch::UdpTx::reserve`]);
 //!   the arena is flushed with `sendmmsg` (+ UDP GSO) once per batch (at the
@@ -190,16 +194,26 @@ impl Shell {
             match self.udp.try_io(Interest::READABLE, || rx.recv(fd)) {
                 Ok(n) => {
                     self.counters.udp_rx_calls += 1;
+                    // one round: its data messages are decrypted by peer on
+                    // the crypto threads, then every datagram goes through
+                    // the pipeline in arrival order (`wg::parallel`)
+                    let mut round = Vec::with_capacity(n);
                     for i in 0..n {
                         let Some((from, data, seg)) = rx.message(i) else {
                             break;
                         };
                         let from = canonical(from);
-                        for d in batch::segments(data, seg) {
-                            self.counters.udp_rx += 1;
-                            self.on_datagram(from, d).await;
-                        }
+                        round.extend(batch::segments(data, seg).map(|d| (from, d)));
                     }
+                    let mut rxb = std::mem::take(&mut self.rxb);
+                    self.wg.predecrypt(&self.crypto, &round, &mut rxb);
+                    for (i, &(from, d)) in round.iter().enumerate() {
+                        self.counters.udp_rx += 1;
+                        self.on_datagram(from, d, &mut rxb, i).await;
+                    }
+                    self.counters.udp_rx_parallel_rounds = rxb.parallel_rounds;
+                    self.counters.udp_rx_parallel = rxb.parallel_packets;
+                    self.rxb = rxb;
                     if n < batch::RX_BATCH {
                         break;
                     }

@@ -73,6 +73,7 @@ pub mod tun_writer;
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::verdict::{DropReason, Verdict};
 use crate::wg::keys::encode_key;
+use crate::wg::parallel::{CryptoPool, RxBatch};
 use crate::wg::{EncapStatus, WgConfig, WgDevice, WgOutput};
 use crate::zone::ZoneId;
 use anyhow::Context;
@@ -96,6 +97,8 @@ pub struct RunSettings {
     pub wg: WgConfig,
     /// Switch to this user after opening the TUN and the socket (name or `uid:gid`).
     pub user: Option<String>,
+    /// `interface.crypto_threads` (0: one per core, 1: inline).
+    pub crypto_threads: u16,
     pub pipeline: PipelineConfig,
     /// TUN device or the userspace stack.
     pub mode: crate::config::Mode,
@@ -130,6 +133,10 @@ pub struct IoCounters {
     pub tun_rx_segments: u64,
     pub udp_tx_calls: u64,
     pub tun_rx_batches: u64,
+    /// Receive rounds decrypted by peer on the crypto threads, and the data
+    /// messages they carried (`wg::parallel`; 0 with `crypto_threads = 1`).
+    pub udp_rx_parallel_rounds: u64,
+    pub udp_rx_parallel: u64,
     /// Drops and rejects by reason name (`kill_switch`, `spoofed_source`, ...).
     pub drops: BTreeMap<&'static str, u64>,
 }
@@ -314,6 +321,15 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             tracing::info!(rules = n, "IDS enabled");
         }
         let (health, health_rx) = health::Checker::new();
+        // after the privilege drop: the workers run as the configured user
+        let crypto = match CryptoPool::new(usize::from(settings.crypto_threads)) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "crypto threads unavailable: decrypting inline");
+                CryptoPool::inline()
+            }
+        };
+        tracing::info!(crypto_threads = crypto.threads(), "WireGuard decryption by peer");
         let mut shell = Shell {
             health,
             health_rx,
@@ -333,6 +349,8 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             tun_tx: offload::TunTx::new(tun_vnet),
             tun_writer,
             dec: vec![0; crate::wg::BUF_LEN],
+            crypto,
+            rxb: RxBatch::default(),
             capture: capture::RotatingPcap::new(&settings.ops.capture),
             events,
             latency: crate::telemetry::histogram::Histogram::default(),
@@ -383,6 +401,10 @@ struct Shell {
     tun_writer: Option<tun_writer::TunWriter>,
     /// Decryption buffer (no allocation per packet).
     dec: Vec<u8>,
+    /// Crypto threads (`interface.crypto_threads`) and the state of one
+    /// receive round decrypted by peer on them (`wg::parallel`).
+    crypto: CryptoPool,
+    rxb: RxBatch,
     capture: Option<capture::RotatingPcap>,
     events: events::EventSink,
     latency: crate::telemetry::histogram::Histogram,
@@ -546,6 +568,8 @@ impl Shell {
             ("tun_rx_segments", c.tun_rx_segments),
             ("udp_tx_calls", c.udp_tx_calls),
             ("tun_rx_batches", c.tun_rx_batches),
+            ("udp_rx_parallel_rounds", c.udp_rx_parallel_rounds),
+            ("udp_rx_parallel", c.udp_rx_parallel),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -768,20 +792,26 @@ impl Shell {
         self.flush_outs(now).await;
     }
 
-    async fn on_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
+    /// Datagram `i` of a receive round (`rxb`: what the crypto threads
+    /// decrypted of it, see `wg::parallel`).
+    async fn on_datagram(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        rxb: &mut RxBatch,
+        i: usize,
+    ) {
         let now = Instant::now();
         let mut outs = std::mem::take(&mut self.outs);
         let mut dec = std::mem::take(&mut self.dec);
-        if let Some((zone, n)) = self
+        if let Some((zone, pkt)) = self
             .wg
-            .handle_datagram_into(from, datagram, now, &mut dec, &mut outs)
+            .finish_datagram(rxb, i, from, datagram, now, &mut dec, &mut outs)
         {
-            if let Some(pkt) = dec.get_mut(..n) {
-                let v = self.decide(pkt, zone, now);
-                self.apply(v, zone, pkt, now).await;
-                self.latency.observe(now.elapsed());
-                self.drain_transmits(now).await;
-            }
+            let v = self.decide(pkt, zone, now);
+            self.apply(v, zone, pkt, now).await;
+            self.latency.observe(now.elapsed());
+            self.drain_transmits(now).await;
         }
         self.dec = dec;
         for o in outs.drain(..) {
@@ -1042,6 +1072,7 @@ impl RunSettings {
                 peers,
             },
             user: c.interface.user.clone(),
+            crypto_threads: c.interface.crypto_threads,
             pipeline: PipelineConfig::from_config(c),
             mode: c.interface.mode,
             netstack: c.netstack.clone(),
