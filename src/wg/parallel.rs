@@ -42,7 +42,6 @@ use super::{Decap, WgDevice, WgOutput, MAX_PACKET};
 use crate::zone::ZoneId;
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Packet, Tunn, TunnResult};
-use rayon::prelude::*;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -79,9 +78,9 @@ impl CryptoPool {
         }
     }
 
-    /// `threads` workers; 0 = one per available core. 1 (or one core) is
-    /// [`CryptoPool::inline`]. The caller's thread waits while the workers
-    /// run a round, so `threads` is the number of cores doing crypto.
+    /// `threads` cores doing crypto: the caller's thread and `threads - 1`
+    /// workers; 0 = one per available core. 1 (or one core) is
+    /// [`CryptoPool::inline`].
     pub fn new(threads: usize) -> std::io::Result<CryptoPool> {
         let n = match threads {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -91,7 +90,7 @@ impl CryptoPool {
             return Ok(CryptoPool::inline());
         }
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
+            .num_threads(n - 1)
             .thread_name(|i| format!("pc-crypto-{i}"))
             .build()
             .map_err(std::io::Error::other)?;
@@ -328,12 +327,29 @@ impl WgDevice {
             });
             base += bytes;
         }
-        workers.install(|| {
-            work.par_iter_mut()
-                .with_max_len(1)
-                .for_each(|w| w.run(round));
+        // Bins of groups balanced by bytes (longest first, each into the
+        // lightest bin): the caller runs bin 0 itself, each other bin is one
+        // job for a worker, so a round wakes at most `threads - 1` workers
+        // and the loop thread is never idle while they run.
+        work.sort_unstable_by_key(|w| std::cmp::Reverse(w.group.bytes));
+        let nbins = pool.threads.min(work.len());
+        let mut bins: Vec<(usize, Vec<Work<'_>>)> = (0..nbins).map(|_| (0, Vec::new())).collect();
+        for w in work {
+            if let Some(b) = bins.iter_mut().min_by_key(|b| b.0) {
+                b.0 += w.group.bytes;
+                b.1.push(w);
+            }
+        }
+        let mut bins = bins.into_iter();
+        let mine = bins.next();
+        workers.in_place_scope(|s| {
+            for (_, mut bin) in bins {
+                s.spawn(move |_| bin.iter_mut().for_each(|w| w.run(round)));
+            }
+            if let Some((_, mut bin)) = mine {
+                bin.iter_mut().for_each(|w| w.run(round));
+            }
         });
-        drop(work);
         batch.parallel_rounds += 1;
         batch.parallel_packets += data as u64;
         for g in batch.groups.iter_mut().take(batch.ngroups) {
