@@ -16,6 +16,10 @@
 //!   through the pipeline in arrival order on the loop.
 //! - Encryption goes straight into the send arena
 //!   ([`crate::wg::WgDevice::encapsulate_into`] into [`batch::UdpTx::reserve`]);
+//!   with crypto threads, a packet for a peer with a session takes its place
+//!   in the arena ([`batch::UdpTx::commit_later`]) and waits in a
+//!   [`crate::wg::parallel::TxBatch`]; the flush first encrypts them by peer
+//!   on the crypto threads ([`crate::wg::WgDevice::encrypt_deferred`]);
 //!   the arena is flushed with `sendmmsg` (+ UDP GSO) once per batch (at the
 //!   end of every event-loop turn) or when it is full.
 //!
@@ -240,6 +244,16 @@ impl Shell {
         if !self.tx.has_room(need) {
             self.flush_tx().await;
         }
+        if self.crypto.threads() > 1 {
+            // encrypted by peer at the flush (`wg::parallel`): the datagram
+            // takes its place in the arena now, the plaintext waits
+            if let Some(to) = self.wg.deferrable(z, pkt.len()) {
+                if let Some(at) = self.tx.commit_later(super::map_dual(to, self.dual), need) {
+                    self.txb.stage(z, pkt, at);
+                    return None;
+                }
+            }
+        }
         let mut none: [u8; 0] = [];
         let dst = match self.tx.reserve(need) {
             Some(d) => d,
@@ -257,6 +271,12 @@ impl Shell {
     /// Sends what the batch collected (waits for writability if the socket
     /// buffer is full).
     pub(super) async fn flush_tx(&mut self) {
+        if !self.txb.is_empty() {
+            self.wg
+                .encrypt_deferred(&self.crypto, &mut self.txb, self.tx.arena_mut());
+            self.counters.udp_tx_parallel_rounds = self.txb.parallel_rounds;
+            self.counters.udp_tx_parallel = self.txb.parallel_packets;
+        }
         let fd = self.udp.as_raw_fd();
         let mut rep = TxReport::default();
         let tx = &mut self.tx;

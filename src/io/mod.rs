@@ -73,7 +73,7 @@ pub mod tun_writer;
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::verdict::{DropReason, Verdict};
 use crate::wg::keys::encode_key;
-use crate::wg::parallel::{CryptoPool, RxBatch};
+use crate::wg::parallel::{CryptoPool, RxBatch, TxBatch};
 use crate::wg::{EncapStatus, WgConfig, WgDevice, WgOutput};
 use crate::zone::ZoneId;
 use anyhow::Context;
@@ -137,6 +137,10 @@ pub struct IoCounters {
     /// messages they carried (`wg::parallel`; 0 with `crypto_threads = 1`).
     pub udp_rx_parallel_rounds: u64,
     pub udp_rx_parallel: u64,
+    /// The same for encryption: flushes whose packets were encrypted by peer
+    /// on the crypto threads, and those packets.
+    pub udp_tx_parallel_rounds: u64,
+    pub udp_tx_parallel: u64,
     /// Drops and rejects by reason name (`kill_switch`, `spoofed_source`, ...).
     pub drops: BTreeMap<&'static str, u64>,
 }
@@ -351,6 +355,7 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             dec: vec![0; crate::wg::BUF_LEN],
             crypto,
             rxb: RxBatch::default(),
+            txb: TxBatch::default(),
             capture: capture::RotatingPcap::new(&settings.ops.capture),
             events,
             latency: crate::telemetry::histogram::Histogram::default(),
@@ -405,6 +410,8 @@ struct Shell {
     /// receive round decrypted by peer on them (`wg::parallel`).
     crypto: CryptoPool,
     rxb: RxBatch,
+    /// Packets for peers waiting to be encrypted by peer at the flush.
+    txb: TxBatch,
     capture: Option<capture::RotatingPcap>,
     events: events::EventSink,
     latency: crate::telemetry::histogram::Histogram,
@@ -570,6 +577,8 @@ impl Shell {
             ("tun_rx_batches", c.tun_rx_batches),
             ("udp_rx_parallel_rounds", c.udp_rx_parallel_rounds),
             ("udp_rx_parallel", c.udp_rx_parallel),
+            ("udp_tx_parallel_rounds", c.udp_tx_parallel_rounds),
+            ("udp_tx_parallel", c.udp_tx_parallel),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -1,4 +1,5 @@
-//! WireGuard decryption spread over cores *by peer* (issue 8, item 4).
+//! WireGuard decryption and encryption spread over cores *by peer* (issue 8,
+//! item 4).
 //!
 //! What it does: the IO shell hands over the datagrams of one receive round
 //! (one `recvmmsg` call, GRO segments split). [`WgDevice::predecrypt`] groups
@@ -26,6 +27,16 @@
 //!   message after an initiation in the round is left to the sequential path
 //!   (an initiation stores a session in the responder's ring and could evict
 //!   one a later data message uses; rare: one per peer per two minutes).
+//!
+//! Encryption: while a batch runs, a packet the pipeline forwards to a peer
+//! with a session and nothing waiting ([`WgDevice::deferrable`], the fast
+//! path of `encapsulate_into`) takes its datagram's place in the send arena
+//! at once (so the send order is the forwarding order) and its plaintext is
+//! staged in a [`TxBatch`] (a TSO segment lives in one reused buffer). At the
+//! flush, [`WgDevice::encrypt_deferred`] cuts the arena into the staged
+//! datagrams' disjoint slices and encrypts each peer's packets in order on
+//! one thread. Packets for a peer without a session take the usual path
+//! (hold queue, handshake, kill switch).
 //!
 //! Granularity: one peer's packets stay on one core and in order, as with
 //! SO_REUSEPORT sharding (WireGuard's replay window and send counter belong
@@ -205,6 +216,39 @@ impl Work<'_> {
     }
 }
 
+/// Runs `work` over the caller and the pool: bins balanced by `weight`
+/// (heaviest first, each into the lightest bin); the caller runs bin 0
+/// itself, each other bin is one job for a worker, so a round wakes at most
+/// `threads - 1` workers and the caller is never idle while they run.
+fn spread<W: Send>(
+    workers: &rayon::ThreadPool,
+    threads: usize,
+    mut work: Vec<W>,
+    weight: impl Fn(&W) -> usize,
+    run: impl Fn(&mut W) + Sync,
+) {
+    work.sort_unstable_by_key(|w| std::cmp::Reverse(weight(w)));
+    let nbins = threads.min(work.len());
+    let mut bins: Vec<(usize, Vec<W>)> = (0..nbins).map(|_| (0, Vec::new())).collect();
+    for w in work {
+        if let Some(b) = bins.iter_mut().min_by_key(|b| b.0) {
+            b.0 += weight(&w);
+            b.1.push(w);
+        }
+    }
+    let mut bins = bins.into_iter();
+    let mine = bins.next();
+    let run = &run;
+    workers.in_place_scope(|s| {
+        for (_, mut bin) in bins {
+            s.spawn(move |_| bin.iter_mut().for_each(run));
+        }
+        if let Some((_, mut bin)) = mine {
+            bin.iter_mut().for_each(run);
+        }
+    });
+}
+
 impl WgDevice {
     /// Pre-decrypts the data messages of one receive round on `pool`, by
     /// peer (see the module documentation). `round` is in arrival order,
@@ -327,29 +371,13 @@ impl WgDevice {
             });
             base += bytes;
         }
-        // Bins of groups balanced by bytes (longest first, each into the
-        // lightest bin): the caller runs bin 0 itself, each other bin is one
-        // job for a worker, so a round wakes at most `threads - 1` workers
-        // and the loop thread is never idle while they run.
-        work.sort_unstable_by_key(|w| std::cmp::Reverse(w.group.bytes));
-        let nbins = pool.threads.min(work.len());
-        let mut bins: Vec<(usize, Vec<Work<'_>>)> = (0..nbins).map(|_| (0, Vec::new())).collect();
-        for w in work {
-            if let Some(b) = bins.iter_mut().min_by_key(|b| b.0) {
-                b.0 += w.group.bytes;
-                b.1.push(w);
-            }
-        }
-        let mut bins = bins.into_iter();
-        let mine = bins.next();
-        workers.in_place_scope(|s| {
-            for (_, mut bin) in bins {
-                s.spawn(move |_| bin.iter_mut().for_each(|w| w.run(round)));
-            }
-            if let Some((_, mut bin)) = mine {
-                bin.iter_mut().for_each(|w| w.run(round));
-            }
-        });
+        spread(
+            workers,
+            pool.threads,
+            work,
+            |w| w.group.bytes,
+            |w| w.run(round),
+        );
         batch.parallel_rounds += 1;
         batch.parallel_packets += data as u64;
         for g in batch.groups.iter_mut().take(batch.ngroups) {
@@ -391,6 +419,184 @@ impl WgDevice {
         let (zone, n) = self.settle(slot, from, true, res, now, dst, out)?;
         let off = at?;
         Some((zone, batch.arena.get_mut(off..off + n)?))
+    }
+}
+
+/// One packet staged for encryption: its peer zone, its plaintext in
+/// [`TxBatch`]'s buffer, and where its datagram goes in the send arena.
+struct TxItem {
+    zone: ZoneId,
+    plain: usize,
+    len: usize,
+    dst: usize,
+}
+
+/// Packets the pipeline forwarded to peers with a session during one batch,
+/// encrypted by peer at the flush ([`WgDevice::encrypt_deferred`]). Their
+/// datagrams already hold their place (and so their order) in the send arena;
+/// the plaintexts wait here (a TSO segment lives in one reused buffer, a
+/// packet read from the TUN in the next read's slot).
+#[derive(Default)]
+pub struct TxBatch {
+    plain: Vec<u8>,
+    items: Vec<TxItem>,
+    /// Flushes encrypted in parallel and the packets they carried.
+    pub parallel_rounds: u64,
+    pub parallel_packets: u64,
+}
+
+impl TxBatch {
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Stages `packet` for `zone`; its datagram (`packet.len()` +
+    /// [`super::DATA_OVERHEAD`] bytes) is at `dst` in the send arena.
+    pub fn stage(&mut self, zone: ZoneId, packet: &[u8], dst: usize) {
+        let plain = self.plain.len();
+        self.plain.extend_from_slice(packet);
+        self.items.push(TxItem {
+            zone,
+            plain,
+            len: packet.len(),
+            dst,
+        });
+    }
+}
+
+/// A staged plaintext and its datagram's bytes in the send arena.
+type EncJob<'a> = (&'a [u8], &'a mut [u8]);
+
+/// One peer's staged packets.
+struct EncWork<'a> {
+    tunn: &'a mut Tunn,
+    jobs: Vec<EncJob<'a>>,
+    bytes: usize,
+    drops: u64,
+}
+
+impl EncWork<'_> {
+    fn run(&mut self) {
+        for (plain, dst) in self.jobs.iter_mut() {
+            // `has_session` was checked when the packet was staged and no
+            // handshake ran since (the flush ends the same loop turn); without
+            // a current session boringtun would write a 148-byte initiation
+            // (panicking on a smaller buffer), so check again: the datagram
+            // then stays zeroed (an invalid message the peer ignores) and the
+            // packet counts as a kill-switch drop.
+            let ok = self.tunn.time_since_last_handshake().is_some()
+                && matches!(
+                    self.tunn.encapsulate(plain, dst),
+                    TunnResult::WriteToNetwork(_)
+                );
+            if !ok {
+                dst.fill(0);
+                self.drops += 1;
+            }
+        }
+    }
+}
+
+impl WgDevice {
+    /// Whether a packet of `len` bytes for `zone` takes the fast path of
+    /// [`WgDevice::encapsulate_into`] (a session, nothing waiting, an
+    /// endpoint) and so may be staged in a [`TxBatch`]: its destination.
+    pub fn deferrable(&self, zone: ZoneId, len: usize) -> Option<SocketAddr> {
+        if len > MAX_PACKET {
+            return None;
+        }
+        let p = self.slot_of_zone(zone).and_then(|s| self.peers.get(s))?;
+        (p.pending.is_empty() && p.has_session())
+            .then_some(p.endpoint)
+            .flatten()
+    }
+
+    /// Encrypts what `batch` staged into its places in `arena` (the send
+    /// arena), each peer's packets in order on one thread, the peers spread
+    /// over `pool`; inline with one peer or fewer than [`MIN_PARALLEL`]
+    /// packets. Empties `batch`.
+    pub fn encrypt_deferred(&mut self, pool: &CryptoPool, batch: &mut TxBatch, arena: &mut [u8]) {
+        if batch.items.is_empty() {
+            return;
+        }
+        // the items are in arena order: cut the arena along them
+        let mut groups: Vec<(usize, Vec<EncJob<'_>>, usize)> = Vec::new();
+        let mut rest = arena;
+        let mut base = 0usize;
+        let mut lost = 0u64;
+        for it in &batch.items {
+            let (Some(skip), Some(plain), Some(slot)) = (
+                it.dst.checked_sub(base),
+                batch.plain.get(it.plain..it.plain + it.len),
+                self.slot_of_zone(it.zone),
+            ) else {
+                lost += 1;
+                continue;
+            };
+            let need = it.len + super::DATA_OVERHEAD;
+            if skip + need > rest.len() {
+                lost += 1;
+                continue;
+            }
+            let (_, r) = std::mem::take(&mut rest).split_at_mut(skip);
+            let (dst, r) = r.split_at_mut(need);
+            rest = r;
+            base = it.dst + need;
+            match groups.iter_mut().find(|g| g.0 == slot) {
+                Some(g) => {
+                    g.1.push((plain, dst));
+                    g.2 += need;
+                }
+                None => groups.push((slot, vec![(plain, dst)], need)),
+            }
+        }
+        let n = batch.items.len();
+        groups.sort_unstable_by_key(|g| g.0);
+        let mut work = Vec::with_capacity(groups.len());
+        let mut peers = &mut self.peers[..];
+        let mut peer_base = 0usize;
+        for (slot, jobs, bytes) in groups {
+            let Some((p, tail)) = slot
+                .checked_sub(peer_base)
+                .and_then(|k| std::mem::take(&mut peers).get_mut(k..))
+                .and_then(|r| r.split_first_mut())
+            else {
+                break;
+            };
+            peers = tail;
+            peer_base = slot + 1;
+            work.push((
+                EncWork {
+                    tunn: &mut p.tunn,
+                    jobs,
+                    bytes,
+                    drops: 0,
+                },
+                &mut p.kill_switch_drops,
+            ));
+        }
+        match pool.pool.as_ref() {
+            Some(workers) if work.len() >= 2 && n >= MIN_PARALLEL => {
+                spread(
+                    workers,
+                    pool.threads,
+                    work.iter_mut().collect(),
+                    |w| w.0.bytes,
+                    |w| w.0.run(),
+                );
+                batch.parallel_rounds += 1;
+                batch.parallel_packets += n as u64;
+            }
+            _ => work.iter_mut().for_each(|w| w.0.run()),
+        }
+        for (w, drops) in work {
+            *drops += w.drops;
+        }
+        if lost > 0 {
+            tracing::debug!(lost, "staged packets without a place in the send arena");
+        }
+        batch.items.clear();
+        batch.plain.clear();
     }
 }
 
@@ -701,5 +907,55 @@ mod tests {
         assert_eq!(got.len(), 10);
         assert_eq!(w.gw.counters().rejected, before + 1);
         assert_eq!(batch.parallel_rounds, 1);
+    }
+
+    /// Packets staged for four peers (unevenly interleaved) are encrypted
+    /// into their places, inline or spread by peer: each client decrypts its
+    /// own in order; a peer without a session is not deferrable.
+    #[test]
+    fn deferred_encryption_by_peer() {
+        for pool in [CryptoPool::inline(), CryptoPool::new(2).unwrap()] {
+            let mut w = world(5);
+            for i in 0..4 {
+                connect(&mut w, i);
+            }
+            assert_eq!(w.gw.deferrable(ZoneId::peer(4), 100), None, "no session");
+            let mut txb = TxBatch::default();
+            let (mut places, mut want) = (vec![], vec![vec![]; 4]);
+            let mut used = 0;
+            for k in 0..30usize {
+                let i = (k * k + k / 3) % 4;
+                let pkt = ipv4(
+                    [100, 64, 0, 1],
+                    [100, 64, 0, 2 + i as u8],
+                    &vec![k as u8; 100 + k],
+                );
+                assert_eq!(
+                    w.gw.deferrable(ZoneId::peer(i), pkt.len()),
+                    Some(client_addr(i))
+                );
+                txb.stage(ZoneId::peer(i), &pkt, used);
+                places.push((i, used, pkt.len() + crate::wg::DATA_OVERHEAD));
+                used += pkt.len() + crate::wg::DATA_OVERHEAD;
+                want[i].push(pkt);
+            }
+            let mut arena = vec![0u8; used];
+            w.gw.encrypt_deferred(&pool, &mut txb, &mut arena);
+            assert!(txb.is_empty());
+            assert_eq!(txb.parallel_rounds, u64::from(pool.threads() > 1));
+            let mut got = vec![vec![]; 4];
+            for (i, at, len) in places {
+                let mut out = vec![];
+                let (c, _) = &mut w.clients[i];
+                c.handle_datagram(w.gw_addr, &arena[at..at + len], Instant::now(), &mut out);
+                for o in out {
+                    if let WgOutput::Packet { data, .. } = o {
+                        got[i].push(data);
+                    }
+                }
+            }
+            assert_eq!(got, want);
+            assert_eq!(w.gw.kill_switch_drops(), 0);
+        }
     }
 }
