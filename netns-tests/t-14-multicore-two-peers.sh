@@ -4,7 +4,8 @@
 # gateway at once (8 echo requests in flight each, one every 2 ms, 1,200-byte
 # payloads), then fetch a 16 MB file each at the same time. Every echo is
 # answered, both files arrive intact, and the gateway's counters show receive
-# rounds decrypted on the crypto threads (udp_rx_parallel > 0; with
+# rounds decrypted and flushes encrypted on the crypto threads
+# (udp_rx_parallel > 0, udp_tx_parallel > 0; with
 # NETNS_MC_THREADS=1 that check fails: everything is inline).
 . "$(dirname "$0")/lib.sh"
 need_portcullis
@@ -45,8 +46,11 @@ for c in client client2; do
   ok "$c: 16 MB fetched intact, at the same time as the other client"
 done
 ctl stats --json > "$S/stats.json" || fail "ctl stats failed"
-read -r rounds par rx < <(python3 -c 'import json,sys; io=json.load(open(sys.argv[1]))["io"]; print(io["udp_rx_parallel_rounds"], io["udp_rx_parallel"], io["udp_rx"])' "$S/stats.json") \
+read -r rounds par rx trounds tpar tx < <(python3 -c 'import json,sys; io=json.load(open(sys.argv[1]))["io"]; print(io["udp_rx_parallel_rounds"], io["udp_rx_parallel"], io["udp_rx"], io["udp_tx_parallel_rounds"], io["udp_tx_parallel"], io["udp_tx"])' "$S/stats.json") \
   || fail "ctl stats --json lacks the parallel counters: $(head -c 400 "$S/stats.json")"
 [ "$par" -gt 0 ] || fail "no receive round was decrypted on the crypto threads (udp_rx_parallel_rounds=$rounds, udp_rx=$rx)"
 [ "$par" -le "$rx" ] || fail "more datagrams decrypted in parallel ($par) than received ($rx)"
-ok "gateway: $rounds receive rounds decrypted by peer on 2 threads, $par of $rx datagrams"
+ok "gateway: $rounds receive rounds decrypted by peer on $THREADS threads, $par of $rx datagrams"
+[ "$tpar" -gt 0 ] || fail "no flush was encrypted on the crypto threads (udp_tx_parallel_rounds=$trounds, udp_tx=$tx)"
+[ "$tpar" -le "$tx" ] || fail "more datagrams encrypted in parallel ($tpar) than sent ($tx)"
+ok "gateway: $trounds flushes encrypted by peer on $THREADS threads, $tpar of $tx datagrams"
