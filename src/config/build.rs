@@ -316,7 +316,8 @@ impl Builder {
             listen_port: 51820,
             private_key: [0; 32],
             user: None,
-            crypto_threads: 0,
+            // inline until a gain is measured (docs/throughput.md "Multi-core")
+            crypto_threads: 1,
         };
         let Some(t) = self.section(top, "interface") else {
             if !top.map.contains_key("interface") {

@@ -28,7 +28,9 @@
 //! each offload off (comparisons, broken drivers). `PORTCULLIS_BENCH_BYPASS=1`
 //! skips the pipeline altogether (benchmarks only: [`bypass`]);
 //! `PORTCULLIS_TUN_THREAD=1` writes the TUN from a second thread
-//! (experimental: [`tun_writer`]). Netstack mode has no TUN
+//! (experimental: [`tun_writer`]). `[interface] crypto_threads` > 1 spreads
+//! the WireGuard crypto of a batch over threads by peer
+//! ([`crate::wg::parallel`]); the pipeline stays on the loop. Netstack mode has no TUN
 //! (the TUN arm of the loop never fires, nothing is queued for it) but uses
 //! the same batched UDP path.
 //!
