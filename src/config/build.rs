@@ -64,6 +64,10 @@ const IDS_KEYS: &[&str] = &[
     "anomaly",
     "block_on_drop",
 ];
+/// `interface.crypto_threads` upper bound: far above any core count the
+/// peer-sharded decryption can use (a round is at most 256 datagrams), low
+/// enough that a typo does not spawn thousands of threads.
+const MAX_CRYPTO_THREADS: i128 = 256;
 const INTERFACE_KEYS: &[&str] = &[
     "name",
     "mode",
@@ -73,6 +77,7 @@ const INTERFACE_KEYS: &[&str] = &[
     "private_key",
     "private_key_file",
     "user",
+    "crypto_threads",
 ];
 const PEER_KEYS: &[&str] = &[
     "name",
@@ -311,6 +316,8 @@ impl Builder {
             listen_port: 51820,
             private_key: [0; 32],
             user: None,
+            // inline until a gain is measured (docs/throughput.md "Multi-core")
+            crypto_threads: 1,
         };
         let Some(t) = self.section(top, "interface") else {
             if !top.map.contains_key("interface") {
@@ -392,6 +399,9 @@ impl Builder {
         }
         if let Some(p) = self.ctx.int_at(t, "listen_port", 0, 65535) {
             iface.listen_port = p as u16;
+        }
+        if let Some(n) = self.ctx.int_at(t, "crypto_threads", 0, MAX_CRYPTO_THREADS) {
+            iface.crypto_threads = n as u16;
         }
         match self.key_pair(t, "private_key", "private_key_file") {
             KeyOutcome::Key(k) => iface.private_key = k,

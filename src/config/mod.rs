@@ -153,6 +153,9 @@ pub struct Interface {
     pub private_key: [u8; 32],
     /// Drop privileges to this user after opening the TUN and the socket.
     pub user: Option<String>,
+    /// Threads doing WireGuard crypto by peer (0: one per core, 1 (default):
+    /// inline; see `wg::parallel`).
+    pub crypto_threads: u16,
 }
 
 impl Interface {
@@ -173,6 +176,7 @@ impl std::fmt::Debug for Interface {
             .field("listen_port", &self.listen_port)
             .field("private_key", &"<redacted>")
             .field("user", &self.user)
+            .field("crypto_threads", &self.crypto_threads)
             .finish()
     }
 }

@@ -1107,3 +1107,17 @@ fn l7_fields_parse_and_invalid_patterns_are_named() {
     let e = err_with(&rule("chain = \"forward\"\ntls_sni = 5\naction = \"drop\""));
     assert_problem(&e, "rule[0].tls_sni", &["string"]);
 }
+
+#[test]
+fn crypto_threads_default_bounds_and_type() {
+    let c = load_str(&base(), "/cfg/test.toml").unwrap();
+    assert_eq!(c.interface.crypto_threads, 1, "default: inline");
+    let text = base().replace("[interface]", "[interface]\ncrypto_threads = 2");
+    assert_eq!(load_str(&text, "t").unwrap().interface.crypto_threads, 2);
+    let text = base().replace("[interface]", "[interface]\ncrypto_threads = 300");
+    let e = load_str(&text, "/cfg/test.toml").unwrap_err();
+    assert_problem(&e, "interface.crypto_threads", &["300"]);
+    let text = base().replace("[interface]", "[interface]\ncrypto_threads = -1");
+    let e = load_str(&text, "/cfg/test.toml").unwrap_err();
+    assert_problem(&e, "interface.crypto_threads", &["-1"]);
+}

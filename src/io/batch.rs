@@ -376,6 +376,24 @@ impl UdpTx {
         });
     }
 
+    /// Adds a datagram of `len` bytes to `to` whose bytes are written later,
+    /// before the next [`UdpTx::flush`] (through [`UdpTx::arena_mut`]);
+    /// returns its offset in the arena, `None` when full (flush first).
+    pub fn commit_later(&mut self, to: SocketAddr, len: usize) -> Option<usize> {
+        if !self.has_room(len) || len == 0 {
+            return None;
+        }
+        let at = self.used;
+        self.commit(to, len);
+        Some(at)
+    }
+
+    /// The arena's datagrams so far (to fill those of [`UdpTx::commit_later`]).
+    pub fn arena_mut(&mut self) -> &mut [u8] {
+        let used = self.used.min(self.arena.len());
+        self.arena.get_mut(..used).unwrap_or_default()
+    }
+
     /// Copies `data` in as a datagram to `to` (handshake messages and other
     /// rare outputs). Returns `false` when full (flush first).
     pub fn push(&mut self, to: SocketAddr, data: &[u8]) -> bool {

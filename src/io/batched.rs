@@ -9,9 +9,17 @@
 //! - UDP: one readiness event calls `recvmmsg` ([`batch::UdpRx`], GRO on when
 //!   the kernel has it) until `EAGAIN` or [`UDP_ROUNDS`] calls; each datagram
 //!   is decrypted into the shell's one decryption buffer
-//!   ([`crate::wg::WgDevice::handle_datagram_into`]).
+//!   ([`crate::wg::WgDevice::handle_datagram_into`]); with crypto threads
+//!   (`interface.crypto_threads`), a round's data messages from several
+//!   peers are first decrypted by peer in parallel
+//!   ([`crate::wg::parallel`]), then every datagram of the round goes
+//!   through the pipeline in arrival order on the loop.
 //! - Encryption goes straight into the send arena
 //!   ([`crate::wg::WgDevice::encapsulate_into`] into [`batch::UdpTx::reserve`]);
+//!   with crypto threads, a packet for a peer with a session takes its place
+//!   in the arena ([`batch::UdpTx::commit_later`]) and waits in a
+//!   [`crate::wg::parallel::TxBatch`]; the flush first encrypts them by peer
+//!   on the crypto threads ([`crate::wg::WgDevice::encrypt_deferred`]);
 //!   the arena is flushed with `sendmmsg` (+ UDP GSO) once per batch (at the
 //!   end of every event-loop turn) or when it is full.
 //!
@@ -190,16 +198,26 @@ impl Shell {
             match self.udp.try_io(Interest::READABLE, || rx.recv(fd)) {
                 Ok(n) => {
                     self.counters.udp_rx_calls += 1;
+                    // one round: its data messages are decrypted by peer on
+                    // the crypto threads, then every datagram goes through
+                    // the pipeline in arrival order (`wg::parallel`)
+                    let mut round = Vec::with_capacity(n);
                     for i in 0..n {
                         let Some((from, data, seg)) = rx.message(i) else {
                             break;
                         };
                         let from = canonical(from);
-                        for d in batch::segments(data, seg) {
-                            self.counters.udp_rx += 1;
-                            self.on_datagram(from, d).await;
-                        }
+                        round.extend(batch::segments(data, seg).map(|d| (from, d)));
                     }
+                    let mut rxb = std::mem::take(&mut self.rxb);
+                    self.wg.predecrypt(&self.crypto, &round, &mut rxb);
+                    for (i, &(from, d)) in round.iter().enumerate() {
+                        self.counters.udp_rx += 1;
+                        self.on_datagram(from, d, &mut rxb, i).await;
+                    }
+                    self.counters.udp_rx_parallel_rounds = rxb.parallel_rounds;
+                    self.counters.udp_rx_parallel = rxb.parallel_packets;
+                    self.rxb = rxb;
                     if n < batch::RX_BATCH {
                         break;
                     }
@@ -226,6 +244,16 @@ impl Shell {
         if !self.tx.has_room(need) {
             self.flush_tx().await;
         }
+        if self.crypto.threads() > 1 {
+            // encrypted by peer at the flush (`wg::parallel`): the datagram
+            // takes its place in the arena now, the plaintext waits
+            if let Some(to) = self.wg.deferrable(z, pkt.len()) {
+                if let Some(at) = self.tx.commit_later(super::map_dual(to, self.dual), need) {
+                    self.txb.stage(z, pkt, at);
+                    return None;
+                }
+            }
+        }
         let mut none: [u8; 0] = [];
         let dst = match self.tx.reserve(need) {
             Some(d) => d,
@@ -243,6 +271,12 @@ impl Shell {
     /// Sends what the batch collected (waits for writability if the socket
     /// buffer is full).
     pub(super) async fn flush_tx(&mut self) {
+        if !self.txb.is_empty() {
+            self.wg
+                .encrypt_deferred(&self.crypto, &mut self.txb, self.tx.arena_mut());
+            self.counters.udp_tx_parallel_rounds = self.txb.parallel_rounds;
+            self.counters.udp_tx_parallel = self.txb.parallel_packets;
+        }
         let fd = self.udp.as_raw_fd();
         let mut rep = TxReport::default();
         let tx = &mut self.tx;

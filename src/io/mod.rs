@@ -28,7 +28,9 @@
 //! each offload off (comparisons, broken drivers). `PORTCULLIS_BENCH_BYPASS=1`
 //! skips the pipeline altogether (benchmarks only: [`bypass`]);
 //! `PORTCULLIS_TUN_THREAD=1` writes the TUN from a second thread
-//! (experimental: [`tun_writer`]). Netstack mode has no TUN
+//! (experimental: [`tun_writer`]). `[interface] crypto_threads` > 1 spreads
+//! the WireGuard crypto of a batch over threads by peer
+//! ([`crate::wg::parallel`]); the pipeline stays on the loop. Netstack mode has no TUN
 //! (the TUN arm of the loop never fires, nothing is queued for it) but uses
 //! the same batched UDP path.
 //!
@@ -73,6 +75,7 @@ pub mod tun_writer;
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::verdict::{DropReason, Verdict};
 use crate::wg::keys::encode_key;
+use crate::wg::parallel::{CryptoPool, RxBatch, TxBatch};
 use crate::wg::{EncapStatus, WgConfig, WgDevice, WgOutput};
 use crate::zone::ZoneId;
 use anyhow::Context;
@@ -96,6 +99,8 @@ pub struct RunSettings {
     pub wg: WgConfig,
     /// Switch to this user after opening the TUN and the socket (name or `uid:gid`).
     pub user: Option<String>,
+    /// `interface.crypto_threads` (0: one per core, 1: inline).
+    pub crypto_threads: u16,
     pub pipeline: PipelineConfig,
     /// TUN device or the userspace stack.
     pub mode: crate::config::Mode,
@@ -130,6 +135,14 @@ pub struct IoCounters {
     pub tun_rx_segments: u64,
     pub udp_tx_calls: u64,
     pub tun_rx_batches: u64,
+    /// Receive rounds decrypted by peer on the crypto threads, and the data
+    /// messages they carried (`wg::parallel`; 0 with `crypto_threads = 1`).
+    pub udp_rx_parallel_rounds: u64,
+    pub udp_rx_parallel: u64,
+    /// The same for encryption: flushes whose packets were encrypted by peer
+    /// on the crypto threads, and those packets.
+    pub udp_tx_parallel_rounds: u64,
+    pub udp_tx_parallel: u64,
     /// Drops and rejects by reason name (`kill_switch`, `spoofed_source`, ...).
     pub drops: BTreeMap<&'static str, u64>,
 }
@@ -314,6 +327,15 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             tracing::info!(rules = n, "IDS enabled");
         }
         let (health, health_rx) = health::Checker::new();
+        // after the privilege drop: the workers run as the configured user
+        let crypto = match CryptoPool::new(usize::from(settings.crypto_threads)) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "crypto threads unavailable: decrypting inline");
+                CryptoPool::inline()
+            }
+        };
+        tracing::info!(crypto_threads = crypto.threads(), "WireGuard decryption by peer");
         let mut shell = Shell {
             health,
             health_rx,
@@ -333,6 +355,9 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             tun_tx: offload::TunTx::new(tun_vnet),
             tun_writer,
             dec: vec![0; crate::wg::BUF_LEN],
+            crypto,
+            rxb: RxBatch::default(),
+            txb: TxBatch::default(),
             capture: capture::RotatingPcap::new(&settings.ops.capture),
             events,
             latency: crate::telemetry::histogram::Histogram::default(),
@@ -383,6 +408,12 @@ struct Shell {
     tun_writer: Option<tun_writer::TunWriter>,
     /// Decryption buffer (no allocation per packet).
     dec: Vec<u8>,
+    /// Crypto threads (`interface.crypto_threads`) and the state of one
+    /// receive round decrypted by peer on them (`wg::parallel`).
+    crypto: CryptoPool,
+    rxb: RxBatch,
+    /// Packets for peers waiting to be encrypted by peer at the flush.
+    txb: TxBatch,
     capture: Option<capture::RotatingPcap>,
     events: events::EventSink,
     latency: crate::telemetry::histogram::Histogram,
@@ -546,6 +577,10 @@ impl Shell {
             ("tun_rx_segments", c.tun_rx_segments),
             ("udp_tx_calls", c.udp_tx_calls),
             ("tun_rx_batches", c.tun_rx_batches),
+            ("udp_rx_parallel_rounds", c.udp_rx_parallel_rounds),
+            ("udp_rx_parallel", c.udp_rx_parallel),
+            ("udp_tx_parallel_rounds", c.udp_tx_parallel_rounds),
+            ("udp_tx_parallel", c.udp_tx_parallel),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -768,20 +803,26 @@ impl Shell {
         self.flush_outs(now).await;
     }
 
-    async fn on_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
+    /// Datagram `i` of a receive round (`rxb`: what the crypto threads
+    /// decrypted of it, see `wg::parallel`).
+    async fn on_datagram(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        rxb: &mut RxBatch,
+        i: usize,
+    ) {
         let now = Instant::now();
         let mut outs = std::mem::take(&mut self.outs);
         let mut dec = std::mem::take(&mut self.dec);
-        if let Some((zone, n)) = self
+        if let Some((zone, pkt)) = self
             .wg
-            .handle_datagram_into(from, datagram, now, &mut dec, &mut outs)
+            .finish_datagram(rxb, i, from, datagram, now, &mut dec, &mut outs)
         {
-            if let Some(pkt) = dec.get_mut(..n) {
-                let v = self.decide(pkt, zone, now);
-                self.apply(v, zone, pkt, now).await;
-                self.latency.observe(now.elapsed());
-                self.drain_transmits(now).await;
-            }
+            let v = self.decide(pkt, zone, now);
+            self.apply(v, zone, pkt, now).await;
+            self.latency.observe(now.elapsed());
+            self.drain_transmits(now).await;
         }
         self.dec = dec;
         for o in outs.drain(..) {
@@ -1042,6 +1083,7 @@ impl RunSettings {
                 peers,
             },
             user: c.interface.user.clone(),
+            crypto_threads: c.interface.crypto_threads,
             pipeline: PipelineConfig::from_config(c),
             mode: c.interface.mode,
             netstack: c.netstack.clone(),

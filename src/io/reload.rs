@@ -6,7 +6,8 @@
 //! of kept peers survive — see `WgDevice::update_peers`), AllowedIPs and
 //! routes, groups and sets, reject limits, rate and connection limits, event
 //! rates. What waits for a restart (reported, not an error): the interface
-//! (name, addresses, MTU, port, private key, user), the control socket, the
+//! (name, addresses, MTU, port, private key, user, crypto threads), the
+//! control socket, the
 //! metrics address, the EVE and capture files, conntrack and fragment sizes,
 //! log level and format, the interface mode. In netstack mode the `[netstack]`
 //! keys in `NetstackConfig::LIVE_KEYS` apply live (limits, timeouts, buffer
@@ -139,6 +140,10 @@ pub fn needs_restart(old: &RunSettings, new: &RunSettings) -> Vec<String> {
         "interface.private_key",
     );
     check(old.user != new.user, "interface.user");
+    check(
+        old.crypto_threads != new.crypto_threads,
+        "interface.crypto_threads",
+    );
     check(old.ops.control != new.ops.control, "[control]");
     check(old.ops.metrics != new.ops.metrics, "metrics.listen");
     check(

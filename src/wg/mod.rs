@@ -35,6 +35,7 @@
 //! every 100-250 ms (boringtun's device uses 250 ms).
 
 pub mod keys;
+pub mod parallel;
 pub mod quick;
 pub mod ratelimit;
 
@@ -80,6 +81,17 @@ pub const DATA_OVERHEAD: usize = 32;
 pub const BUF_LEN: usize = SCRATCH_LEN;
 /// Indices are 24 bits (`Tunn::new` shifts them left by 8).
 const INDEX_MASK: u32 = 0x00ff_ffff;
+
+/// What a peer's `Tunn` made of one datagram (see [`WgDevice::settle`]).
+enum Decap {
+    /// Accepted, nothing to deliver (a keepalive, a cookie reply).
+    Done,
+    Rejected(WireGuardError),
+    /// A reply to send back (handshake response, keepalive, cookie).
+    Network(Vec<u8>),
+    /// A decrypted IP packet of this length at the start of the buffer.
+    Tunnel(usize),
+}
 
 /// One WireGuard peer, as the WireGuard layer needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -659,31 +671,57 @@ impl WgDevice {
             self.counters.unknown_peer += 1;
             return None;
         };
+        let res = match peer.tunn.decapsulate(Some(from.ip()), datagram, dst) {
+            TunnResult::Done => Decap::Done,
+            TunnResult::Err(e) => Decap::Rejected(e),
+            TunnResult::WriteToNetwork(d) => Decap::Network(d.to_vec()),
+            TunnResult::WriteToTunnelV4(d, _) | TunnResult::WriteToTunnelV6(d, _) => {
+                Decap::Tunnel(d.len())
+            }
+        };
+        self.settle(slot, from, authenticates, res, now, dst, out)
+    }
+
+    /// The bookkeeping after a peer's `Tunn` handled a datagram from `from`
+    /// (inline, or on a crypto worker: [`parallel`]): counters, roaming on
+    /// an authenticated message, boringtun's own queue after a handshake,
+    /// and the packets that waited for the session. `scratch` is free for
+    /// use (at least [`BUF_LEN`] bytes); a decrypted packet is not in it.
+    /// Returns the zone and length of a decrypted packet.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &mut self,
+        slot: usize,
+        from: SocketAddr,
+        authenticates: bool,
+        res: Decap,
+        now: Instant,
+        scratch: &mut [u8],
+        out: &mut Vec<WgOutput>,
+    ) -> Option<(ZoneId, usize)> {
+        let peer = self.peers.get_mut(slot)?;
         let zone = peer.cfg.zone;
         let mut authenticated = false;
         let mut flush_tunn_queue = false;
         let mut decrypted = None;
-        match peer.tunn.decapsulate(Some(from.ip()), datagram, dst) {
-            TunnResult::Done => authenticated = authenticates,
-            TunnResult::Err(e) => {
+        match res {
+            Decap::Done => authenticated = authenticates,
+            Decap::Rejected(e) => {
                 self.counters.rejected += 1;
                 tracing::debug!(peer = %peer.cfg.name, %from, error = ?e, "datagram refused");
             }
-            TunnResult::WriteToNetwork(d) => {
-                if is_cookie_reply(d) {
+            Decap::Network(d) => {
+                if is_cookie_reply(&d) {
                     self.counters.cookies_sent += 1;
                 } else {
                     authenticated = authenticates;
                     flush_tunn_queue = true;
                 }
-                out.push(WgOutput::Network {
-                    to: from,
-                    data: d.to_vec(),
-                });
+                out.push(WgOutput::Network { to: from, data: d });
             }
-            TunnResult::WriteToTunnelV4(d, _) | TunnResult::WriteToTunnelV6(d, _) => {
+            Decap::Tunnel(n) => {
                 authenticated = authenticates;
-                decrypted = Some((zone, d.len()));
+                decrypted = Some((zone, n));
             }
         }
         if authenticated {
@@ -698,7 +736,7 @@ impl WgDevice {
         }
         if flush_tunn_queue {
             // boringtun's own queue (only non-empty if something bypassed ours).
-            while let TunnResult::WriteToNetwork(d) = peer.tunn.decapsulate(None, &[], dst) {
+            while let TunnResult::WriteToNetwork(d) = peer.tunn.decapsulate(None, &[], scratch) {
                 out.push(WgOutput::Network {
                     to: from,
                     data: d.to_vec(),
@@ -706,8 +744,8 @@ impl WgDevice {
             }
         }
         if !peer.pending.is_empty() {
-            // `dst` holds the decrypted packet: encrypt the waiting ones in
-            // our own scratch.
+            // `dst` may hold the decrypted packet: encrypt the waiting ones
+            // in our own scratch.
             Self::flush_pending(peer, &mut self.scratch, now, out);
         }
         decrypted
