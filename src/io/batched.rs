@@ -138,6 +138,8 @@ impl Shell {
     /// Runs a TUN batch through the pipeline.
     pub(super) async fn on_tun_batch(&mut self, pool: &mut TunPool) {
         self.counters.tun_rx_batches += 1;
+        // One clock read for the batch (see `Shell::on_tun_packet`).
+        let now = Instant::now();
         for i in 0..pool.lens.len() {
             let (Some(&n), start) = (pool.lens.get(i), i * pool.slot) else {
                 break;
@@ -157,7 +159,7 @@ impl Shell {
                             match offload::tso_segment(sp, gso, i, &mut pool.seg) {
                                 Ok(Some(len)) => {
                                     if let Some(seg) = pool.seg.get_mut(..len) {
-                                        self.on_tun_packet(seg).await;
+                                        self.on_tun_packet(seg, now).await;
                                     }
                                     i += 1;
                                 }
@@ -179,7 +181,7 @@ impl Shell {
                     }
                 }
             }
-            self.on_tun_packet(pkt).await;
+            self.on_tun_packet(pkt, now).await;
         }
     }
 
@@ -190,6 +192,8 @@ impl Shell {
             match self.udp.try_io(Interest::READABLE, || rx.recv(fd)) {
                 Ok(n) => {
                     self.counters.udp_rx_calls += 1;
+                    // One clock read per `recvmmsg` batch.
+                    let now = Instant::now();
                     for i in 0..n {
                         let Some((from, data, seg)) = rx.message(i) else {
                             break;
@@ -197,7 +201,7 @@ impl Shell {
                         let from = canonical(from);
                         for d in batch::segments(data, seg) {
                             self.counters.udp_rx += 1;
-                            self.on_datagram(from, d).await;
+                            self.on_datagram(from, d, now).await;
                         }
                     }
                     if n < batch::RX_BATCH {
