@@ -603,7 +603,36 @@ impl Conntrack {
             return self.tcp_no_flow(t);
         };
         let old = f.tcp_internal();
-        match tcp::packet(&mut f.win, old, dir as usize, t, meta.payload_len()) {
+        let payload_len = meta.payload_len();
+        if let Some(ok) = tcp::established_ack(&mut f.win, old, dir as usize, t, payload_len) {
+            // The established fast path: what the general `Accept` arm below
+            // does for ESTABLISHED -> ESTABLISHED, without its state changes
+            // (no SYN_SENT2 flag, the class stays; the flow is assured the
+            // first time it is seen replied).
+            if !ok {
+                return Track::Invalid(InvalidReason::OutOfWindow);
+            }
+            let was_replied = f.seen_reply();
+            if dir == Dir::Reply {
+                f.flags |= FL_SEEN_REPLY;
+            }
+            let timeout = self.timeouts.get(usize::from(tcp::ES)).copied();
+            f.deadline = now.saturating_add(timeout.unwrap_or(0));
+            let replied = f.seen_reply();
+            if was_replied && !f.assured() {
+                self.assure(slot);
+            }
+            return Track::Tracked {
+                id: FlowId(slot as u32),
+                dir,
+                state: if replied {
+                    CtState::Established
+                } else {
+                    CtState::New
+                },
+            };
+        }
+        match tcp::packet(&mut f.win, old, dir as usize, t, payload_len) {
             tcp::Outcome::Accept(new) => {
                 let was_replied = f.seen_reply();
                 if dir == Dir::Reply {
