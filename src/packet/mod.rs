@@ -4,7 +4,9 @@
 //! [`PacketMeta`]: a small, owned summary of every header field the rest of the
 //! gateway looks at, with the offsets needed to rewrite the packet in place.
 //! It never panics on any input; malformed input is a [`ParseError`] that names
-//! what was wrong (and becomes a counted drop reason).
+//! what was wrong (and becomes a counted drop reason). [`parse_into`] does the
+//! same into a `PacketMeta` the caller holds (the data path: no copy out of a
+//! `Result`).
 //!
 //! Submodules:
 //! - `parse`: the checked parser (etherparse underneath), ICMP error inner headers.
