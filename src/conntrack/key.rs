@@ -90,6 +90,45 @@ impl FlowKey {
     }
 }
 
+/// A flow key read in place from a parsed packet: the protocol and addresses
+/// stay in the `PacketMeta`, so a lookup neither copies them into a
+/// [`FlowKey`] nor passes one through memory (the fast path's lookup takes
+/// this in two registers). Names the same key as [`FlowKey::from_meta`] when
+/// the ports are `meta.ports()`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyRef<'a> {
+    pub meta: &'a PacketMeta,
+    pub zone: ZoneId,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+impl KeyRef<'_> {
+    /// True when `key` is the key this names.
+    #[inline(always)]
+    pub(crate) fn matches(self, key: &FlowKey) -> bool {
+        key.zone == self.zone
+            && key.sport == self.sport
+            && key.dport == self.dport
+            && key.proto == self.meta.proto
+            && key.src == self.meta.src
+            && key.dst == self.meta.dst
+    }
+
+    /// The [`FlowKey`] this names.
+    #[cfg(test)]
+    pub(crate) fn to_key(self) -> FlowKey {
+        FlowKey {
+            zone: self.zone,
+            proto: self.meta.proto,
+            src: self.meta.src,
+            dst: self.meta.dst,
+            sport: self.sport,
+            dport: self.dport,
+        }
+    }
+}
+
 /// The folded multiply: the 128-bit product's halves xored (foldhash, aHash).
 #[inline(always)]
 fn fmul(a: u64, b: u64) -> u64 {
@@ -121,12 +160,29 @@ impl FlowHasher {
     /// Hashes one flow key.
     #[inline(always)]
     pub fn hash(&self, key: &FlowKey) -> u64 {
+        self.hash_fields(
+            key.zone, key.proto, &key.src, &key.dst, key.sport, key.dport,
+        )
+    }
+
+    /// Hashes a flow key given as its fields (the same value as
+    /// [`FlowHasher::hash`] of the `FlowKey` made of them).
+    #[inline(always)]
+    fn hash_fields(
+        &self,
+        zone: ZoneId,
+        proto: u8,
+        src: &IpAddr,
+        dst: &IpAddr,
+        sport: u16,
+        dport: u16,
+    ) -> u64 {
         let [k0, k1, k2, k3, k4, k5] = self.k;
-        let head = u64::from(key.zone.0)
-            | u64::from(key.proto) << 16
-            | u64::from(key.sport) << 24
-            | u64::from(key.dport) << 40;
-        let h = match (&key.src, &key.dst) {
+        let head = u64::from(zone.0)
+            | u64::from(proto) << 16
+            | u64::from(sport) << 24
+            | u64::from(dport) << 40;
+        let h = match (src, dst) {
             // Addresses as native-endian words of their octets: the hash
             // needs no byte order, and the byte swaps cost ~4 instructions a
             // packet (IPv4; ~8 for IPv6).
@@ -148,6 +204,20 @@ impl FlowHasher {
             }
         };
         fmul(h ^ k2, k5 | 1)
+    }
+
+    /// Hashes the key a [`KeyRef`] names (equal to [`FlowHasher::hash`] of
+    /// [`KeyRef::to_key`]).
+    #[inline(always)]
+    pub(crate) fn hash_ref(&self, r: KeyRef<'_>) -> u64 {
+        self.hash_fields(
+            r.zone,
+            r.meta.proto,
+            &r.meta.src,
+            &r.meta.dst,
+            r.sport,
+            r.dport,
+        )
     }
 }
 
@@ -228,6 +298,46 @@ mod tests {
         let mut swapped = v6;
         std::mem::swap(&mut swapped.src, &mut swapped.dst);
         assert_ne!(v6.hash_with(&h12), swapped.hash_with(&h12));
+    }
+
+    /// A key read in place from the packet hashes and compares like the
+    /// `FlowKey` it names, for both families and every field.
+    #[test]
+    fn key_ref_hashes_and_matches_like_the_key() {
+        let h = FlowHasher::new(7, 9);
+        let v4 = meta(
+            L4::Udp {
+                sport: 5,
+                dport: 53,
+            },
+            17,
+        );
+        let mut v6 = v4;
+        v6.src = "2001:db8::1".parse().unwrap();
+        v6.dst = "2001:db8::2".parse().unwrap();
+        for m in [v4, v6] {
+            let r = KeyRef {
+                meta: &m,
+                zone: ZoneId(3),
+                sport: 5,
+                dport: 53,
+            };
+            let k = FlowKey::from_meta(ZoneId(3), &m);
+            assert_eq!(r.to_key(), k);
+            assert_eq!(h.hash_ref(r), h.hash(&k));
+            assert!(r.matches(&k));
+            let mut others = [k; 6];
+            others[0].zone = ZoneId(4);
+            others[1].proto = 6;
+            others[2].sport = 6;
+            others[3].dport = 54;
+            others[4].src = m.dst;
+            others[5].dst = m.src;
+            for o in others {
+                assert!(!r.matches(&o), "{o:?}");
+                assert_ne!(h.hash_ref(r), h.hash(&o), "{o:?}");
+            }
+        }
     }
 
     /// Keys that differ in one field only (ports counting up, addresses

@@ -236,15 +236,7 @@ pub(super) fn packet(
     t: &TcpInfo,
     payload_len: usize,
 ) -> Outcome {
-    let (s, r) = if d == 0 { (0, 1) } else { (1, 0) };
-    if state == ES && t.flags & (F::SYN | F::FIN | F::RST | F::ACK) == F::ACK && w.maxwin[s] != 0 {
-        // The common case (TABLE: an ACK keeps ESTABLISHED in both
-        // directions): none of `in_window`'s set-up applies (no SYN, an ACK,
-        // the sender's window known), and `check_and_update` changes nothing
-        // unless it accepts, so it works on `w` directly, without a copy.
-        let sack = sack_edge(w, r, t);
-        let end = seg_end(t, payload_len);
-        let ok = check_and_update(w, s, r, t.seq, end, t.ack, sack, t.window, false);
+    if let Some(ok) = established_ack(w, state, d, t, payload_len) {
         return if ok {
             Outcome::Accept(ES)
         } else {
@@ -272,6 +264,32 @@ pub(super) fn packet(
     } else {
         Outcome::OutOfWindow
     }
+}
+
+/// The common case of [`packet`]: a plain ACK (no SYN/FIN/RST) in
+/// ESTABLISHED whose sender's window is known. TABLE keeps ESTABLISHED for
+/// it in both directions and none of `in_window`'s set-up applies, so this
+/// is the window check alone: `Some(true)` = in window (`w` updated, the
+/// state stays ESTABLISHED), `Some(false)` = out of window (`w` unchanged),
+/// `None` = not this case (use [`packet`]). `check_and_update` changes
+/// nothing unless it accepts, so it works on `w` directly, without a copy.
+#[inline(always)]
+pub(super) fn established_ack(
+    w: &mut TcpWin,
+    state: u8,
+    d: usize,
+    t: &TcpInfo,
+    payload_len: usize,
+) -> Option<bool> {
+    let (s, r) = if d == 0 { (0, 1) } else { (1, 0) };
+    if state != ES || t.flags & (F::SYN | F::FIN | F::RST | F::ACK) != F::ACK || w.maxwin[s] == 0 {
+        return None;
+    }
+    let sack = sack_edge(w, r, t);
+    let end = seg_end(t, payload_len);
+    Some(check_and_update(
+        w, s, r, t.seq, end, t.ack, sack, t.window, false,
+    ))
 }
 
 /// Kernel `tcp_in_window`. Updates `w` as it goes; callers work on a copy.

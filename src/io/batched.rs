@@ -146,6 +146,8 @@ impl Shell {
     /// Runs a TUN batch through the pipeline.
     pub(super) async fn on_tun_batch(&mut self, pool: &mut TunPool) {
         self.counters.tun_rx_batches += 1;
+        // One clock read for the batch (see `Shell::on_tun_packet`).
+        let now = Instant::now();
         for i in 0..pool.lens.len() {
             let (Some(&n), start) = (pool.lens.get(i), i * pool.slot) else {
                 break;
@@ -165,7 +167,7 @@ impl Shell {
                             match offload::tso_segment(sp, gso, i, &mut pool.seg) {
                                 Ok(Some(len)) => {
                                     if let Some(seg) = pool.seg.get_mut(..len) {
-                                        self.on_tun_packet(seg).await;
+                                        self.on_tun_packet(seg, now).await;
                                     }
                                     i += 1;
                                 }
@@ -187,7 +189,7 @@ impl Shell {
                     }
                 }
             }
-            self.on_tun_packet(pkt).await;
+            self.on_tun_packet(pkt, now).await;
         }
     }
 
@@ -200,7 +202,9 @@ impl Shell {
                     self.counters.udp_rx_calls += 1;
                     // one round: its data messages are decrypted by peer on
                     // the crypto threads, then every datagram goes through
-                    // the pipeline in arrival order (`wg::parallel`)
+                    // the pipeline in arrival order (`wg::parallel`); one
+                    // clock read per `recvmmsg` batch
+                    let now = Instant::now();
                     let mut round = Vec::with_capacity(n);
                     for i in 0..n {
                         let Some((from, data, seg)) = rx.message(i) else {
@@ -213,7 +217,7 @@ impl Shell {
                     self.wg.predecrypt(&self.crypto, &round, &mut rxb);
                     for (i, &(from, d)) in round.iter().enumerate() {
                         self.counters.udp_rx += 1;
-                        self.on_datagram(from, d, &mut rxb, i).await;
+                        self.on_datagram(from, d, &mut rxb, i, now).await;
                     }
                     self.counters.udp_rx_parallel_rounds = rxb.parallel_rounds;
                     self.counters.udp_rx_parallel = rxb.parallel_packets;

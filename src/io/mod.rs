@@ -34,8 +34,10 @@
 //! (the TUN arm of the loop never fires, nothing is queued for it) but uses
 //! the same batched UDP path.
 //!
-//! Per packet the loop also measures the pipeline latency (receive to verdict
-//! carried out: one extra clock read), writes the packet to the pcap capture
+//! The clock is read once per receive batch (a TUN batch, a `recvmmsg`
+//! call): every packet of the batch gets that `now`. Per packet the loop also
+//! measures the pipeline latency (receive, i.e. the batch's read, to verdict
+//! carried out: one clock read per packet), writes the packet to the pcap capture
 //! when it qualifies ([`capture`]), and feeds drops, rule log events and flow
 //! ends to the rate-limited event stream ([`events`]).
 //! - IDS alerts (`Pipeline::poll_ids_alert`) are written as EVE JSON lines to
@@ -794,8 +796,10 @@ impl Shell {
         }
     }
 
-    async fn on_tun_packet(&mut self, pkt: &mut [u8]) {
-        let now = Instant::now();
+    /// One packet from the TUN; `now` is its batch's receive time (one clock
+    /// read per batch: the pipeline and conntrack's time conversion see the
+    /// same instant for the whole batch).
+    async fn on_tun_packet(&mut self, pkt: &mut [u8], now: Instant) {
         let v = self.decide(pkt, ZoneId::TUN, now);
         self.apply(v, ZoneId::TUN, pkt, now).await;
         self.latency.observe(now.elapsed());
@@ -804,15 +808,16 @@ impl Shell {
     }
 
     /// Datagram `i` of a receive round (`rxb`: what the crypto threads
-    /// decrypted of it, see `wg::parallel`).
+    /// decrypted of it, see `wg::parallel`); `now` is the round's receive
+    /// time (see `on_tun_packet`).
     async fn on_datagram(
         &mut self,
         from: SocketAddr,
         datagram: &[u8],
         rxb: &mut RxBatch,
         i: usize,
+        now: Instant,
     ) {
-        let now = Instant::now();
         let mut outs = std::mem::take(&mut self.outs);
         let mut dec = std::mem::take(&mut self.dec);
         if let Some((zone, pkt)) = self
@@ -928,9 +933,10 @@ impl Shell {
     /// (or logs them when no file); blocklist events go to the event stream.
     fn write_eve(&mut self) {
         use std::io::Write as _;
-        let now = Instant::now();
+        // The clock is read only when there is an event (this runs after
+        // every packet).
         while let Some(e) = self.pipeline.poll_block_event() {
-            self.events.block_event(&self.pipeline, &e, now);
+            self.events.block_event(&self.pipeline, &e, Instant::now());
         }
         let mut wrote = false;
         while let Some((d, blocked)) = self.pipeline.poll_anomaly() {

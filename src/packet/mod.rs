@@ -4,7 +4,9 @@
 //! [`PacketMeta`]: a small, owned summary of every header field the rest of the
 //! gateway looks at, with the offsets needed to rewrite the packet in place.
 //! It never panics on any input; malformed input is a [`ParseError`] that names
-//! what was wrong (and becomes a counted drop reason).
+//! what was wrong (and becomes a counted drop reason). [`parse_into`] does the
+//! same into a `PacketMeta` the caller holds (the data path: no copy out of a
+//! `Result`).
 //!
 //! Submodules:
 //! - `parse`: the checked parser (etherparse underneath), ICMP error inner headers.
@@ -98,14 +100,16 @@ pub struct IcmpInfo {
 /// Transport-layer summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum L4 {
+    /// Another protocol, or a non-first fragment (no transport header).
+    /// (First: discriminant 0, so [`PacketMeta::UNSPECIFIED`] is all zero
+    /// bytes, which the data path writes with a few vector stores.)
+    Other,
     Tcp(TcpInfo),
     Udp {
         sport: u16,
         dport: u16,
     },
     Icmp(IcmpInfo),
-    /// Another protocol, or a non-first fragment (no transport header).
-    Other,
 }
 
 /// An owned summary of a parsed packet. Offsets are from the start of the IP header.
@@ -128,6 +132,25 @@ pub struct PacketMeta {
 }
 
 impl PacketMeta {
+    /// A placeholder for [`parse_into`] to overwrite: every byte zero (IPv4
+    /// 0.0.0.0, `L4::Other`, a fragment field of zeros), so writing it costs
+    /// a few vector stores. Not a packet.
+    pub const UNSPECIFIED: PacketMeta = PacketMeta {
+        src: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        dst: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        proto: 0,
+        ttl: 0,
+        total_len: 0,
+        l4_offset: 0,
+        payload_offset: 0,
+        frag: Some(FragInfo {
+            id: 0,
+            offset: 0,
+            more: false,
+        }),
+        l4: L4::Other,
+    };
+
     pub fn is_v6(&self) -> bool {
         self.dst.is_ipv6()
     }
@@ -212,5 +235,5 @@ pub(crate) mod testutil;
 
 pub use build::{icmp_echo_reply, icmp_unreachable, tcp_reset, ReplyLimiter};
 pub use frag::{FragError, FragResult, FragStats, Reassembler};
-pub use parse::{parse, parse_with, ParseOptions};
+pub use parse::{parse, parse_into, parse_with, ParseOptions};
 pub use rewrite::RewriteError;

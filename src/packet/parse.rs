@@ -72,13 +72,17 @@ impl Default for ParseOptions {
 /// Parses with all checks on (see the module doc).
 #[inline]
 pub fn parse(buf: &[u8]) -> Result<PacketMeta, ParseError> {
-    parse_impl(buf, true, false)
+    parse_impl::<true, false>(buf)
 }
 
 /// Parses with the given options.
 #[inline]
 pub fn parse_with(buf: &[u8], opts: ParseOptions) -> Result<PacketMeta, ParseError> {
-    parse_impl(buf, opts.verify_l4_checksum, false)
+    if opts.verify_l4_checksum {
+        parse_impl::<true, false>(buf)
+    } else {
+        parse_impl::<false, false>(buf)
+    }
 }
 
 /// Like [`parse_with`], but a first fragment too small for its transport header
@@ -89,7 +93,11 @@ pub fn parse_allowing_tiny_fragments(
     buf: &[u8],
     opts: ParseOptions,
 ) -> Result<PacketMeta, ParseError> {
-    parse_impl(buf, opts.verify_l4_checksum, true)
+    if opts.verify_l4_checksum {
+        parse_impl::<true, true>(buf)
+    } else {
+        parse_impl::<false, true>(buf)
+    }
 }
 
 #[inline]
@@ -204,18 +212,44 @@ pub(crate) fn walk_v6_until(pkt: &[u8], stop_at_frag: bool) -> Result<V6Chain, C
     })
 }
 
+/// Parses with all checks on (see the module doc) into `out`, for a caller
+/// that keeps the meta in its own frame: the parser writes it in place
+/// instead of returning it through a `Result` that is then copied. On error
+/// `out` holds unspecified (but valid) contents.
 #[inline]
-fn parse_impl(buf: &[u8], verify: bool, tiny_ok: bool) -> Result<PacketMeta, ParseError> {
+pub fn parse_into(buf: &[u8], out: &mut PacketMeta) -> Result<(), ParseError> {
+    parse_impl_into::<true, false>(buf, out)
+}
+
+#[inline]
+fn parse_impl<const VERIFY: bool, const TINY_OK: bool>(
+    buf: &[u8],
+) -> Result<PacketMeta, ParseError> {
+    let mut meta = PacketMeta::UNSPECIFIED;
+    parse_impl_into::<VERIFY, TINY_OK>(buf, &mut meta)?;
+    Ok(meta)
+}
+
+/// The parser; `VERIFY`: check transport checksums; `TINY_OK`: see
+/// [`parse_allowing_tiny_fragments`]. Constant parameters, so each entry
+/// point gets its own copy with the options folded in.
+fn parse_impl_into<const VERIFY: bool, const TINY_OK: bool>(
+    buf: &[u8],
+    out: &mut PacketMeta,
+) -> Result<(), ParseError> {
     let b0 = *buf.first().ok_or(ParseError::Empty)?;
     match b0 >> 4 {
-        4 => parse_v4(buf, verify, tiny_ok),
-        6 => parse_v6(buf, verify, tiny_ok),
+        4 => parse_v4::<VERIFY, TINY_OK>(buf, out),
+        6 => parse_v6::<VERIFY, TINY_OK>(buf, out),
         _ => Err(ParseError::BadVersion),
     }
 }
 
 #[inline]
-fn parse_v4(buf: &[u8], verify: bool, tiny_ok: bool) -> Result<PacketMeta, ParseError> {
+fn parse_v4<const VERIFY: bool, const TINY_OK: bool>(
+    buf: &[u8],
+    meta: &mut PacketMeta,
+) -> Result<(), ParseError> {
     let h: &[u8; 20] = buf
         .get(..20)
         .and_then(|s| s.try_into().ok())
@@ -260,7 +294,7 @@ fn parse_v4(buf: &[u8], verify: bool, tiny_ok: bool) -> Result<PacketMeta, Parse
     let dst = IpAddr::V4(Ipv4Addr::new(h[16], h[17], h[18], h[19]));
     let proto = h[9];
     let pkt = buf.get(..total).ok_or(ParseError::BadLength)?;
-    let mut meta = PacketMeta {
+    *meta = PacketMeta {
         src,
         dst,
         proto,
@@ -271,11 +305,13 @@ fn parse_v4(buf: &[u8], verify: bool, tiny_ok: bool) -> Result<PacketMeta, Parse
         frag,
         l4: L4::Other,
     };
-    finish_l4(pkt, &mut meta, false, verify, tiny_ok)?;
-    Ok(meta)
+    finish_l4::<VERIFY, TINY_OK>(pkt, meta, false)
 }
 
-fn parse_v6(buf: &[u8], verify: bool, tiny_ok: bool) -> Result<PacketMeta, ParseError> {
+fn parse_v6<const VERIFY: bool, const TINY_OK: bool>(
+    buf: &[u8],
+    meta: &mut PacketMeta,
+) -> Result<(), ParseError> {
     let h: &[u8; 40] = buf
         .get(..40)
         .and_then(|s| s.try_into().ok())
@@ -288,9 +324,10 @@ fn parse_v6(buf: &[u8], verify: bool, tiny_ok: bool) -> Result<PacketMeta, Parse
     let chain = match walk_v6(pkt) {
         Ok(c) => c,
         Err(ChainError::Bad) => return Err(ParseError::BadExtension),
-        Err(ChainError::CutInFirstFragment) if tiny_ok => {
+        Err(ChainError::CutInFirstFragment) if TINY_OK => {
             // Replay mode: describe the fragment without a transport header.
-            return v6_tiny_meta(pkt, h);
+            *meta = v6_tiny_meta(pkt, h)?;
+            return Ok(());
         }
         Err(ChainError::CutInFirstFragment) => return Err(ParseError::TinyFragment),
     };
@@ -306,7 +343,7 @@ fn parse_v6(buf: &[u8], verify: bool, tiny_ok: bool) -> Result<PacketMeta, Parse
     let src = IpAddr::V6(v6_addr(h, 8).ok_or(ParseError::TruncatedIp)?);
     let dst = IpAddr::V6(v6_addr(h, 24).ok_or(ParseError::TruncatedIp)?);
     let l4_off = u16::try_from(chain.l4_offset).map_err(|_| ParseError::BadLength)?;
-    let mut meta = PacketMeta {
+    *meta = PacketMeta {
         src,
         dst,
         proto: chain.proto,
@@ -317,8 +354,7 @@ fn parse_v6(buf: &[u8], verify: bool, tiny_ok: bool) -> Result<PacketMeta, Parse
         frag,
         l4: L4::Other,
     };
-    finish_l4(pkt, &mut meta, true, verify, tiny_ok)?;
-    Ok(meta)
+    finish_l4::<VERIFY, TINY_OK>(pkt, meta, true)
 }
 
 fn v6_tiny_meta(pkt: &[u8], h: &[u8; 40]) -> Result<PacketMeta, ParseError> {
@@ -375,19 +411,17 @@ fn min_l4_len(proto: u8, v6: bool) -> usize {
 /// Parses the transport header into `meta` (whose network fields are set,
 /// `l4: Other`, `payload_offset == l4_offset`). `pkt` is the datagram.
 #[inline]
-fn finish_l4(
+fn finish_l4<const VERIFY: bool, const TINY_OK: bool>(
     pkt: &[u8],
     meta: &mut PacketMeta,
     v6: bool,
-    verify: bool,
-    tiny_ok: bool,
 ) -> Result<(), ParseError> {
     let l4_offset = usize::from(meta.l4_offset);
     let seg = pkt.get(l4_offset..).ok_or(ParseError::BadLength)?;
     let is_frag = meta.frag.is_some();
     let proto_ = meta.proto;
     if let Some(f) = meta.frag {
-        let tiny = if tiny_ok {
+        let tiny = if TINY_OK {
             Ok(())
         } else {
             Err(ParseError::TinyFragment)
@@ -438,7 +472,7 @@ fn finish_l4(
         _ => 0,
     };
     meta.payload_offset = meta.l4_offset + hdr_len as u16; // hdr_len <= 60, within seg
-    if verify && !is_frag && hdr_len != 0 && !verify_l4(pkt, l4_offset, proto_, v6) {
+    if VERIFY && !is_frag && hdr_len != 0 && !verify_l4(pkt, l4_offset, proto_, v6) {
         return Err(ParseError::BadL4Checksum);
     }
     Ok(())
@@ -1142,6 +1176,17 @@ mod tests {
             }
             let c = cut.index(p.len() + 1);
             if let Ok(m) = parse(&p[..c]) { check_meta(&p[..c], &m); }
+            // parse_into agrees with parse whatever `out` held before (every
+            // field is written: the metas of all valid packets as the start).
+            let want = parse(&p[..c]);
+            let starts = pkts.iter().filter_map(|q| parse(q).ok());
+            for start in starts.chain([PacketMeta::UNSPECIFIED]) {
+                let mut out = start;
+                let got = parse_into(&p[..c], &mut out).map(|()| out);
+                prop_assert_eq!(got.is_ok(), want.is_ok());
+                prop_assert_eq!(got.ok(), want.ok());
+                if let Err(e) = want { prop_assert_eq!(parse_into(&p[..c], &mut out), Err(e)); }
+            }
             let _ = parse_allowing_tiny_fragments(&p[..c], ParseOptions::default());
         }
     }
