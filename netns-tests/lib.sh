@@ -52,6 +52,11 @@ nt_cleanup() {
     if [ "$rc" != 0 ] && [ "$rc" != 77 ] && [ -f "/run/portcullis-lab/$ID/logs/gateway.log" ]; then
       echo "--- gateway log (last 30 lines) ---" >&2
       tail -n 30 "/run/portcullis-lab/$ID/logs/gateway.log" >&2 || true
+      # keep every log of the failed lab (the lab's state dir goes with it)
+      if [ -n "${NETNS_LOG_DIR:-}" ] && [ -d "$NETNS_LOG_DIR" ]; then
+        cp -r "/run/portcullis-lab/$ID/logs" "$NETNS_LOG_DIR/$TEST_NAME-$ID-logs" 2>/dev/null || true
+        echo "--- all lab logs kept in $NETNS_LOG_DIR/$TEST_NAME-$ID-logs ---" >&2
+      fi
     fi
     "$LAB" down --id "$ID" >/dev/null 2>&1 || true
   fi
