@@ -87,6 +87,15 @@
 //! | `services`, criterion                   |     20.2 |  25.1 |   22.9 |   1.13 |
 //! | linear reference, `ports`, criterion    |       40 | 7,200 | 110,000|  2,700 |
 //!
+//! Re-measured in session 3 (load ~1), before / after the filter also
+//! covers (address, service) keys: `services` min 12.9 / 26.7 / 29.6 ns
+//! (ratio 2.30) -> 13.0 / 23.1 / 25.4 ns (1.95; 1.87 in a second run),
+//! criterion 11.8 / 20.1 / 23.7 µs per 1,024 (1.98) -> 11.4 / 21.6 /
+//! 22.2 (1.95); `ports` min 12.5 / 14.3 / 18.2 ns (1.46), criterion 1.18.
+//! The random half of the `services` packets (a random port to an address
+//! of 10/8) now skips the qualified probe of a group holding the address but
+//! not the service.
+//!
 //! The `services` 10-rule chain is served by the port plan (few rules per
 //! port) and the larger ones by the qualified address index, hence the step
 //! from 10 to 1,000 and the nearly flat cost from 1,000 to 10,000. Without
@@ -294,10 +303,13 @@ impl AddrBits for u128 {
 #[derive(Debug, Clone)]
 struct Group<A: AddrBits> {
     mask: A,
-    /// A one-hash Bloom filter over the group's masked addresses (both maps):
-    /// a clear bit proves no key has this address, saving the probes. Sized
-    /// at [`FILTER_BITS_PER_KEY`] bits per address, so about 1/8 of absent
-    /// addresses pass; it stays in L1/L2 while the maps may not.
+    /// A one-hash Bloom filter over the group's keys, both maps: masked
+    /// addresses (`map`) and (masked address, qual code) pairs (`qmap`). A
+    /// clear bit proves the key absent, saving that map's probe: a packet
+    /// whose address is in the group but whose service is not skips the
+    /// qualified probe too. Sized at [`FILTER_BITS_PER_KEY`] bits per key, so
+    /// about 1/8 of absent keys pass; it stays in L1/L2 while the maps may
+    /// not.
     filter: Vec<u64>,
     /// `64 - log2(filter bits)`: the filter index is the hash's top bits.
     filter_shift: u32,
@@ -305,6 +317,17 @@ struct Group<A: AddrBits> {
     map: HashMap<A, Span, KeyedState>,
     /// Rules keyed by address, protocol and destination port ([`qual_codes`]).
     qmap: HashMap<(A, u32), Span, KeyedState>,
+}
+
+impl<A: AddrBits> Group<A> {
+    /// False when the filter proves the key with hash `h` absent.
+    #[inline(always)]
+    fn may_hold(&self, h: u64) -> bool {
+        let i = (h >> self.filter_shift) as usize;
+        self.filter
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
 }
 
 /// Groups of one family, searched one or two hash probes each.
@@ -394,8 +417,12 @@ impl<A: AddrBits> FamilyIndex<A> {
                     .clamp(64, MAX_FILTER_BITS);
                 let filter_shift = 64 - bits.trailing_zeros();
                 let mut filter = vec![0u64; bits / 64];
-                for key in b.keys().copied().chain(qb.keys().map(|k| k.0)) {
-                    let i = (hasher.hash_one(key) >> filter_shift) as usize;
+                let hashes = b
+                    .keys()
+                    .map(|k| hasher.hash_one(k))
+                    .chain(qb.keys().map(|k| hasher.hash_one(k)));
+                for h in hashes {
+                    let i = (h >> filter_shift) as usize;
                     if let Some(w) = filter.get_mut(i / 64) {
                         *w |= 1 << (i % 64);
                     }
@@ -418,20 +445,13 @@ impl<A: AddrBits> FamilyIndex<A> {
     fn lookup(&self, addr: A, qual: Option<u32>, mut f: impl FnMut(Span)) {
         for g in &self.groups {
             let key = addr.and(g.mask);
-            let i = (g.map.hasher().hash_one(key) >> g.filter_shift) as usize;
-            if g.filter
-                .get(i / 64)
-                .is_none_or(|w| w & (1 << (i % 64)) == 0)
-            {
-                continue;
-            }
-            if !g.map.is_empty() {
+            if !g.map.is_empty() && g.may_hold(g.map.hasher().hash_one(key)) {
                 if let Some(s) = g.map.get(&key) {
                     f(*s);
                 }
             }
             if let Some(q) = qual {
-                if !g.qmap.is_empty() {
+                if !g.qmap.is_empty() && g.may_hold(g.qmap.hasher().hash_one((key, q))) {
                     if let Some(s) = g.qmap.get(&(key, q)) {
                         f(*s);
                     }
