@@ -34,6 +34,7 @@
 //! still takes `now: Instant` as a parameter. Call [`WgDevice::update_timers`]
 //! every 100-250 ms (boringtun's device uses 250 ms).
 
+pub mod helping;
 pub mod keys;
 pub mod parallel;
 pub mod quick;

@@ -49,6 +49,7 @@
 //! woken, so the single-peer path costs one header parse per datagram more
 //! than before (the classification) and nothing else.
 
+use super::helping::HelpingPool;
 use super::{Decap, WgDevice, WgOutput, MAX_PACKET};
 use crate::zone::ZoneId;
 use boringtun::noise::errors::WireGuardError;
@@ -68,7 +69,7 @@ const BLOCKED: u32 = u32::MAX;
 /// The crypto workers (`[interface] crypto_threads`). One thread (or one
 /// core) means no pool: everything stays inline on the caller's thread.
 pub struct CryptoPool {
-    pool: Option<rayon::ThreadPool>,
+    pool: Option<HelpingPool>,
     threads: usize,
 }
 
@@ -100,11 +101,7 @@ impl CryptoPool {
         if n <= 1 {
             return Ok(CryptoPool::inline());
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(n - 1)
-            .thread_name(|i| format!("pc-crypto-{i}"))
-            .build()
-            .map_err(std::io::Error::other)?;
+        let pool = HelpingPool::new(n - 1, "pc-crypto")?;
         Ok(CryptoPool {
             pool: Some(pool),
             threads: n,
@@ -216,37 +213,17 @@ impl Work<'_> {
     }
 }
 
-/// Runs `work` over the caller and the pool: bins balanced by `weight`
-/// (heaviest first, each into the lightest bin); the caller runs bin 0
-/// itself, each other bin is one job for a worker, so a round wakes at most
-/// `threads - 1` workers and the caller is never idle while they run.
+/// Runs `run` over `work` on the caller and the pool's workers, the
+/// heaviest first (each thread claims the next one when it is free: see
+/// [`HelpingPool`]).
 fn spread<W: Send>(
-    workers: &rayon::ThreadPool,
-    threads: usize,
+    workers: &HelpingPool,
     mut work: Vec<W>,
     weight: impl Fn(&W) -> usize,
     run: impl Fn(&mut W) + Sync,
 ) {
     work.sort_unstable_by_key(|w| std::cmp::Reverse(weight(w)));
-    let nbins = threads.min(work.len());
-    let mut bins: Vec<(usize, Vec<W>)> = (0..nbins).map(|_| (0, Vec::new())).collect();
-    for w in work {
-        if let Some(b) = bins.iter_mut().min_by_key(|b| b.0) {
-            b.0 += weight(&w);
-            b.1.push(w);
-        }
-    }
-    let mut bins = bins.into_iter();
-    let mine = bins.next();
-    let run = &run;
-    workers.in_place_scope(|s| {
-        for (_, mut bin) in bins {
-            s.spawn(move |_| bin.iter_mut().for_each(run));
-        }
-        if let Some((_, mut bin)) = mine {
-            bin.iter_mut().for_each(run);
-        }
-    });
+    workers.run(&mut work, run);
 }
 
 impl WgDevice {
@@ -371,13 +348,7 @@ impl WgDevice {
             });
             base += bytes;
         }
-        spread(
-            workers,
-            pool.threads,
-            work,
-            |w| w.group.bytes,
-            |w| w.run(round),
-        );
+        spread(workers, work, |w| w.group.bytes, |w| w.run(round));
         batch.parallel_rounds += 1;
         batch.parallel_packets += data as u64;
         for g in batch.groups.iter_mut().take(batch.ngroups) {
@@ -579,7 +550,6 @@ impl WgDevice {
             Some(workers) if work.len() >= 2 && n >= MIN_PARALLEL => {
                 spread(
                     workers,
-                    pool.threads,
                     work.iter_mut().collect(),
                     |w| w.0.bytes,
                     |w| w.0.run(),
