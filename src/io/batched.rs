@@ -160,11 +160,15 @@ impl Shell {
                 match offload::rx_packet(pkt) {
                     Ok((off, None)) => pkt = pkt.get_mut(off..).unwrap_or_default(),
                     Ok((off, Some(gso))) => {
-                        // a TCP super-packet (TSO): one segment at a time
+                        // a TCP (TSO) or UDP (USO) super-packet: one
+                        // segment at a time
                         let sp = pkt.get(off..).unwrap_or_default();
                         let mut i = 0;
+                        if gso.udp {
+                            self.counters.tun_rx_uso += 1;
+                        }
                         loop {
-                            match offload::tso_segment(sp, gso, i, &mut pool.seg) {
+                            match offload::gso_segment(sp, gso, i, &mut pool.seg) {
                                 Ok(Some(len)) => {
                                     if let Some(seg) = pool.seg.get_mut(..len) {
                                         self.on_tun_packet(seg, now).await;

@@ -133,8 +133,10 @@ pub struct IoCounters {
     /// datagrams and packets per call are `udp_rx / udp_rx_calls`, ...).
     pub udp_rx_calls: u64,
     pub tun_tx_writes: u64,
-    /// Segments cut from TCP super-packets read from the TUN (TSO).
+    /// Segments cut from super-packets read from the TUN (TSO, USO).
     pub tun_rx_segments: u64,
+    /// UDP super-packets read from the TUN (USO).
+    pub tun_rx_uso: u64,
     pub udp_tx_calls: u64,
     pub tun_rx_batches: u64,
     /// Receive rounds decrypted by peer on the crypto threads, and the data
@@ -258,8 +260,11 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             Some(dev) => {
                 if tun_vnet && std::env::var_os("PORTCULLIS_NO_TSO").is_none() {
                     use std::os::fd::AsRawFd;
-                    if let Err(e) = offload::enable_tso(dev.as_raw_fd()) {
-                        tracing::warn!(error = %e, "TUN TSO offload refused: reading single packets");
+                    let uso = std::env::var_os("PORTCULLIS_NO_USO").is_none();
+                    match offload::enable_offloads(dev.as_raw_fd(), uso) {
+                        Ok(true) => tracing::debug!("TUN offloads: checksum, TSO, USO"),
+                        Ok(false) => tracing::info!("TUN offloads: checksum, TSO (no USO: kernel < 6.2 or PORTCULLIS_NO_USO)"),
+                        Err(e) => tracing::warn!(error = %e, "TUN TSO offload refused: reading single packets"),
                     }
                 }
                 Some(batched::async_tun(dev)?)
@@ -577,6 +582,7 @@ impl Shell {
             ("udp_rx_calls", c.udp_rx_calls),
             ("tun_tx_writes", c.tun_tx_writes),
             ("tun_rx_segments", c.tun_rx_segments),
+            ("tun_rx_uso", c.tun_rx_uso),
             ("udp_tx_calls", c.udp_tx_calls),
             ("tun_rx_batches", c.tun_rx_batches),
             ("udp_rx_parallel_rounds", c.udp_rx_parallel_rounds),

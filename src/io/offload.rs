@@ -7,11 +7,16 @@
 //! - with `IFF_VNET_HDR` every read and write starts with a 10-byte
 //!   `struct virtio_net_hdr` (flags, gso_type, hdr_len, gso_size, csum_start,
 //!   csum_offset; host byte order, little-endian here);
-//! - we do not call `TUNSETOFFLOAD`, so the device advertises no checksum or
-//!   TSO feature and the kernel hands over only complete, checksummed
-//!   packets (`gso_type` NONE). A packet with `NEEDS_CSUM` is still handled
-//!   ([`complete_csum`], what `skb_checksum_help` does); a GSO packet on read
-//!   is refused ([`OffloadError::GsoOnRead`]);
+//! - `TUNSETOFFLOAD` ([`enable_offloads`]) with CSUM + TSO4/6, and USO4/6
+//!   where the kernel has them (Linux >= 6.2; older kernels refuse the bits
+//!   with EINVAL and get TSO only): reads may then carry a partial checksum
+//!   (`NEEDS_CSUM`, completed by [`complete_csum`], what
+//!   `skb_checksum_help` does) or be a TCP (`gso_type` TCPV4/TCPV6) or UDP
+//!   (`UDP_L4`) super-packet, cut by [`gso_segment`] into the segments the
+//!   kernel's `tcp_gso_segment` / `__udp_gso_segment` would make, each with
+//!   full checksums, before the pipeline. Without the offloads (or with
+//!   `PORTCULLIS_NO_TSO`) only complete packets arrive; a GSO type that was
+//!   not enabled is refused ([`OffloadError::GsoOnRead`]);
 //! - on write, `virtio_net_hdr_to_skb` accepts a TCP super-packet with
 //!   `gso_type` TCPV4/TCPV6, `gso_size` = the segments' payload size,
 //!   `NEEDS_CSUM` with `csum_start` = the TCP header offset, `csum_offset` =
@@ -46,6 +51,7 @@ pub const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 pub const VIRTIO_NET_HDR_GSO_NONE: u8 = 0;
 pub const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
 pub const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
+pub const VIRTIO_NET_HDR_GSO_UDP_L4: u8 = 5;
 /// Largest super-packet: the IPv4 total-length limit (also used for IPv6,
 /// whose payload-length limit is 40 bytes larger).
 pub const MAX_COALESCE: usize = 65535;
@@ -60,34 +66,48 @@ pub const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 pub const TUN_F_CSUM: libc::c_uint = 0x01;
 pub const TUN_F_TSO4: libc::c_uint = 0x02;
 pub const TUN_F_TSO6: libc::c_uint = 0x04;
+pub const TUN_F_USO4: libc::c_uint = 0x20;
+pub const TUN_F_USO6: libc::c_uint = 0x40;
 
 /// Lets the kernel hand over checksum-partial packets and TCP super-packets
-/// (TSO) on reads: [`rx_packet`] completes checksums and [`split_tso`] cuts
-/// super-packets into MSS-sized segments before the pipeline.
-pub fn enable_tso(fd: RawFd) -> io::Result<()> {
-    // SAFETY: TUNSETOFFLOAD takes the flags as the integer argument.
-    let rc = unsafe { libc::ioctl(fd, TUNSETOFFLOAD as _, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
+/// (TSO) on reads, and UDP super-packets (USO) unless `uso` is false or the
+/// kernel does not know them: [`rx_packet`] completes checksums and
+/// [`gso_segment`] cuts super-packets into segments before the pipeline.
+/// Returns whether USO is on.
+pub fn enable_offloads(fd: RawFd, uso: bool) -> io::Result<bool> {
+    let tso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+    let set = |flags: libc::c_uint| {
+        // SAFETY: TUNSETOFFLOAD takes the flags as the integer argument.
+        let rc = unsafe { libc::ioctl(fd, TUNSETOFFLOAD as _, flags) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    if uso && set(tso | TUN_F_USO4 | TUN_F_USO6).is_ok() {
+        return Ok(true);
     }
-    Ok(())
+    set(tso).map(|()| false)
 }
 
-/// Cuts a TCP super-packet (`gso_type` TCPV4/TCPV6 from a TUN read) into
-/// segments of `gso_size` payload bytes, what the kernel's `tcp_gso_segment`
-/// does: headers copied, IPv4 ID + i, lengths, sequence numbers, FIN/PSH on
-/// the last segment only, CWR on the first only, IP and TCP checksums
-/// computed in full. Each segment is built in `scratch` and passed to `f`.
-/// Returns the number of segments, or an error for a packet that is not a
-/// plain TCP/IPv4 (no options) or TCP/IPv6 (no extension headers) packet.
-pub fn split_tso(
+/// A super-packet from a TUN read: TCP (TSO) or UDP (USO), and the payload
+/// size of its segments (`gso_size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gso {
+    pub udp: bool,
+    pub size: usize,
+}
+
+/// Cuts a super-packet into its segments (see [`gso_segment`]), each built
+/// in `scratch` and passed to `f`. Returns the number of segments.
+pub fn split_gso(
     pkt: &[u8],
-    gso_size: usize,
+    gso: Gso,
     scratch: &mut [u8],
     mut f: impl FnMut(&mut [u8]),
 ) -> Result<usize, OffloadError> {
     let mut i = 0;
-    while let Some(len) = tso_segment(pkt, gso_size, i, scratch)? {
+    while let Some(len) = gso_segment(pkt, gso, i, scratch)? {
         if let Some(seg) = scratch.get_mut(..len) {
             f(seg);
         }
@@ -96,66 +116,89 @@ pub fn split_tso(
     Ok(i)
 }
 
-/// Segment `i` of [`split_tso`], built in `scratch`: its length, or `None`
-/// past the last one.
-pub fn tso_segment(
+/// Segment `i` of a super-packet, built in `scratch`: its length, or `None`
+/// past the last one. What the kernel's segmentation does: headers copied,
+/// payload cut into `gso.size` bytes (the last may be shorter), IPv4 ID + i,
+/// IP lengths; TCP: sequence numbers, FIN/PSH on the last segment only, CWR
+/// on the first only (`tcp_gso_segment`); UDP: each segment's length
+/// (`__udp_gso_segment`); IP and TCP/UDP checksums computed in full (a UDP
+/// checksum of 0 is sent as 0xffff). Errors for anything but plain TCP/UDP
+/// over IPv4 without options or IPv6 without extension headers, or a zero
+/// segment size.
+pub fn gso_segment(
     pkt: &[u8],
-    gso_size: usize,
+    gso: Gso,
     i: usize,
     scratch: &mut [u8],
 ) -> Result<Option<usize>, OffloadError> {
-    let bad = OffloadError::BadTso;
+    let bad = OffloadError::BadGso;
+    let proto = if gso.udp { 17 } else { 6 };
     let v6 = match pkt.first().map(|b| b >> 4) {
-        Some(4) if pkt.first() == Some(&0x45) && pkt.get(9) == Some(&6) => false,
-        Some(6) if pkt.get(6) == Some(&6) => true,
+        Some(4) if pkt.first() == Some(&0x45) && pkt.get(9) == Some(&proto) => false,
+        Some(6) if pkt.get(6) == Some(&proto) => true,
         _ => return Err(bad),
     };
     let iph = if v6 { 40 } else { 20 };
-    let thl = usize::from(pkt.get(iph + 12).ok_or(bad.clone())? >> 4) * 4;
-    let hl = iph + thl;
-    if thl < 20 || hl > pkt.len() || gso_size == 0 || hl + gso_size > scratch.len() {
+    let l4h = if gso.udp {
+        8
+    } else {
+        usize::from(pkt.get(iph + 12).ok_or(bad.clone())? >> 4) * 4
+    };
+    let hl = iph + l4h;
+    let size = gso.size;
+    let l4_min = if gso.udp { 8 } else { 20 };
+    if l4h < l4_min || hl > pkt.len() || size == 0 || hl + size > scratch.len() {
         return Err(bad);
     }
-    let seq0 = be32(pkt, iph + 4).ok_or(bad.clone())?;
     let id0 = be16(pkt, 4).ok_or(bad.clone())?;
-    let flags0 = *pkt.get(iph + 13).ok_or(bad.clone())?;
     let (head, payload) = pkt.split_at(hl);
-    let n = payload.len().div_ceil(gso_size).max(1);
+    let n = payload.len().div_ceil(size).max(1);
     if i >= n {
         return Ok(None);
     }
-    let chunk = payload.chunks(gso_size).nth(i).unwrap_or_default();
+    let chunk = payload.chunks(size).nth(i).unwrap_or_default();
     let len = hl + chunk.len();
     let Some(seg) = scratch.get_mut(..len) else {
         return Err(bad);
     };
     seg[..hl].copy_from_slice(head);
     seg[hl..].copy_from_slice(chunk);
-    let seq = seq0.wrapping_add((i * gso_size) as u32);
-    seg[iph + 4..iph + 8].copy_from_slice(&seq.to_be_bytes());
-    let mut flags = flags0;
-    if i + 1 < n {
-        flags &= !(0x01 | TCP_PSH); // FIN, PSH
-    }
-    if i > 0 {
-        flags &= !0x80; // CWR
-    }
-    seg[iph + 13] = flags;
-    let tcp_len = (len - iph) as u64;
+    let l4_len = len - iph;
+    let csum_at = if gso.udp {
+        seg[iph + 4..iph + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        iph + 6
+    } else {
+        let seq0 = be32(pkt, iph + 4).ok_or(bad.clone())?;
+        let seq = seq0.wrapping_add((i * size) as u32);
+        seg[iph + 4..iph + 8].copy_from_slice(&seq.to_be_bytes());
+        let mut flags = seg[iph + 13];
+        if i + 1 < n {
+            flags &= !(0x01 | TCP_PSH); // FIN, PSH
+        }
+        if i > 0 {
+            flags &= !0x80; // CWR
+        }
+        seg[iph + 13] = flags;
+        iph + 16
+    };
+    let pseudo_rest = u64::from(proto) + l4_len as u64;
     let pseudo = if v6 {
-        seg[4..6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
-        sum16(&seg[8..40], 6 + tcp_len)
+        seg[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        sum16(&seg[8..40], pseudo_rest)
     } else {
         seg[2..4].copy_from_slice(&(len as u16).to_be_bytes());
         seg[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
         seg[10..12].copy_from_slice(&[0, 0]);
         let c = !fold(sum16(&seg[..20], 0));
         seg[10..12].copy_from_slice(&c.to_be_bytes());
-        sum16(&seg[12..20], 6 + tcp_len)
+        sum16(&seg[12..20], pseudo_rest)
     };
-    seg[iph + 16..iph + 18].copy_from_slice(&[0, 0]);
-    let c = !fold(sum16(&seg[iph..], pseudo));
-    seg[iph + 16..iph + 18].copy_from_slice(&c.to_be_bytes());
+    seg[csum_at..csum_at + 2].copy_from_slice(&[0, 0]);
+    let mut c = !fold(sum16(&seg[iph..], pseudo));
+    if gso.udp && c == 0 {
+        c = 0xffff;
+    }
+    seg[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
     Ok(Some(len))
 }
 
@@ -163,12 +206,12 @@ pub fn tso_segment(
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum OffloadError {
     #[error(
-        "TCP super-packet from the TUN that is not plain TCP over IPv4/IPv6 or has no segment size"
+        "super-packet from the TUN that is not plain TCP/UDP over IPv4/IPv6 or has no segment size"
     )]
-    BadTso,
+    BadGso,
     #[error("TUN read shorter than the virtio_net_hdr")]
     Short,
-    #[error("GSO packet from the TUN (gso_type {0}) but no TSO offload was enabled")]
+    #[error("GSO packet from the TUN of a type that was not enabled (gso_type {0})")]
     GsoOnRead(u8),
     #[error("NEEDS_CSUM with checksum position {start}+{offset} outside the {len}-byte packet")]
     BadCsum {
@@ -194,17 +237,20 @@ fn fold(mut acc: u64) -> u16 {
 }
 
 /// Strips the virtio_net_hdr of a TUN read and finishes a partial checksum.
-/// Returns the offset of the IP packet in `buf` and, for a TCP super-packet
-/// (only after [`enable_tso`]), its segment size: cut it with [`split_tso`]
-/// (whose full checksums make the partial one irrelevant).
-pub fn rx_packet(buf: &mut [u8]) -> Result<(usize, Option<usize>), OffloadError> {
+/// Returns the offset of the IP packet in `buf` and, for a super-packet
+/// (only after [`enable_offloads`]), its kind and segment size: cut it with
+/// [`gso_segment`] (whose full checksums make the partial one irrelevant).
+pub fn rx_packet(buf: &mut [u8]) -> Result<(usize, Option<Gso>), OffloadError> {
     let hdr = buf.get(..VNET_HDR_LEN).ok_or(OffloadError::Short)?;
     let (flags, gso) = (hdr[0], hdr[1] & !0x80); // 0x80: the ECN bit
+    let size = usize::from(u16::from_le_bytes([hdr[4], hdr[5]]));
     match gso {
         VIRTIO_NET_HDR_GSO_NONE => {}
         VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_TCPV6 => {
-            let size = usize::from(u16::from_le_bytes([hdr[4], hdr[5]]));
-            return Ok((VNET_HDR_LEN, Some(size)));
+            return Ok((VNET_HDR_LEN, Some(Gso { udp: false, size })));
+        }
+        VIRTIO_NET_HDR_GSO_UDP_L4 => {
+            return Ok((VNET_HDR_LEN, Some(Gso { udp: true, size })));
         }
         g => return Err(OffloadError::GsoOnRead(g)),
     }
@@ -689,7 +735,11 @@ mod tests {
             assert_eq!(out.len(), 1);
             let mut scratch = vec![0u8; 65535];
             let mut got = Vec::new();
-            let n = split_tso(&out[0].1, 1000, &mut scratch, |s| got.push(s.to_vec())).unwrap();
+            let tcp = Gso {
+                udp: false,
+                size: 1000,
+            };
+            let n = split_gso(&out[0].1, tcp, &mut scratch, |s| got.push(s.to_vec())).unwrap();
             assert_eq!(n, 4);
             if !v6 {
                 // IPv4 IDs become consecutive (tcp_gso_segment): the
@@ -705,15 +755,96 @@ mod tests {
             assert_eq!(got, orig, "v6={v6}");
         }
         let mut scratch = vec![0u8; 100];
+        let tcp = |size| Gso { udp: false, size };
         assert_eq!(
-            split_tso(&[0x45, 0], 10, &mut scratch, |_| {}),
-            Err(OffloadError::BadTso)
+            split_gso(&[0x45, 0], tcp(10), &mut scratch, |_| {}),
+            Err(OffloadError::BadGso)
         );
         let s = seg4(1, &[0; 500], false);
         assert_eq!(
-            split_tso(&s, 0, &mut scratch, |_| {}),
-            Err(OffloadError::BadTso)
+            split_gso(&s, tcp(0), &mut scratch, |_| {}),
+            Err(OffloadError::BadGso)
         );
+        // a TCP packet is no UDP super-packet, and the other way round
+        let udp = Gso {
+            udp: true,
+            size: 100,
+        };
+        assert_eq!(
+            split_gso(&s, udp, &mut scratch, |_| {}),
+            Err(OffloadError::BadGso)
+        );
+    }
+
+    /// A UDP datagram built by etherparse (checksums computed by it), with
+    /// IPv4 ID `id`.
+    fn udp_dgram(v6: bool, id: u16, payload: &[u8]) -> Vec<u8> {
+        let b = if v6 {
+            PacketBuilder::ipv6([0x20; 16], [0x21; 16], 64)
+        } else {
+            PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        };
+        let mut v = Vec::new();
+        b.udp(4433, 5353).write(&mut v, payload).unwrap();
+        if !v6 {
+            v[4..6].copy_from_slice(&id.to_be_bytes());
+            v[10..12].copy_from_slice(&[0, 0]);
+            let c = !fold(sum16(&v[..20], 0));
+            v[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn split_uso_gives_the_datagrams_a_udp_segment_sender_wrote() {
+        // a UDP_SEGMENT sender's 3,500 bytes with gso_size 1,200 leave as
+        // three datagrams of 1,200, 1,200 and 1,100 bytes, each a complete
+        // UDP datagram with its own length and checksum (IPv4: IDs + i)
+        let payload: Vec<u8> = (0..3500u32).map(|i| (i * 7 + 3) as u8).collect();
+        for v6 in [false, true] {
+            let mut sp = udp_dgram(v6, 41, &payload);
+            // the super-packet's UDP checksum is partial in a real read:
+            // scribble on it, it must not matter
+            let iph = if v6 { 40 } else { 20 };
+            sp[iph + 6..iph + 8].copy_from_slice(&[0xab, 0xcd]);
+            let mut scratch = vec![0u8; 65535];
+            let mut got = Vec::new();
+            let udp = Gso {
+                udp: true,
+                size: 1200,
+            };
+            let n = split_gso(&sp, udp, &mut scratch, |s| got.push(s.to_vec())).unwrap();
+            assert_eq!(n, 3, "v6={v6}");
+            let want: Vec<Vec<u8>> = payload
+                .chunks(1200)
+                .enumerate()
+                .map(|(i, c)| udp_dgram(v6, 41 + i as u16, c))
+                .collect();
+            assert_eq!(got, want, "v6={v6}");
+        }
+        // a checksum that computes to zero is sent as 0xffff (RFC 768): put
+        // the checksum of the all-zero segment into its last two bytes
+        let mut scratch = vec![0u8; 2000];
+        let udp = Gso {
+            udp: true,
+            size: 20,
+        };
+        let mut c0 = [0u8; 2];
+        split_gso(&udp_dgram(false, 0, &[0; 20]), udp, &mut scratch, |s| {
+            c0.copy_from_slice(&s[26..28]);
+        })
+        .unwrap();
+        let mut pay = [0u8; 20];
+        pay[18..].copy_from_slice(&c0);
+        let mut got = Vec::new();
+        split_gso(&udp_dgram(false, 0, &pay), udp, &mut scratch, |s| {
+            got.push(s.to_vec())
+        })
+        .unwrap();
+        assert_eq!(&got[0][26..28], &[0xff, 0xff]);
+        // and it verifies: the sum over pseudo-header and datagram is 0xffff
+        let g = &got[0];
+        assert_eq!(fold(sum16(&g[20..], sum16(&g[12..20], 17 + 28))), 0xffff);
     }
 
     fn resegment_len(h: &[u8; VNET_HDR_LEN], p: &[u8]) -> usize {
@@ -736,7 +867,17 @@ mod tests {
         assert_eq!(rx_packet(&mut buf), Ok((VNET_HDR_LEN, None)));
         assert_eq!(&buf[VNET_HDR_LEN..], &want[..]);
         let mut gso = vec![0, VIRTIO_NET_HDR_GSO_TCPV4, 0, 0, 0xb4, 0x05, 0, 0, 0, 0];
-        assert_eq!(rx_packet(&mut gso), Ok((VNET_HDR_LEN, Some(1460))));
+        let tcp = Gso {
+            udp: false,
+            size: 1460,
+        };
+        assert_eq!(rx_packet(&mut gso), Ok((VNET_HDR_LEN, Some(tcp))));
+        let mut uso = vec![0, VIRTIO_NET_HDR_GSO_UDP_L4, 0, 0, 0xb0, 0x04, 0, 0, 0, 0];
+        let udp = Gso {
+            udp: true,
+            size: 1200,
+        };
+        assert_eq!(rx_packet(&mut uso), Ok((VNET_HDR_LEN, Some(udp))));
         let mut udp = vec![0, 3, 0, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(rx_packet(&mut udp), Err(OffloadError::GsoOnRead(3)));
         assert_eq!(rx_packet(&mut [0; 3]), Err(OffloadError::Short));
