@@ -316,8 +316,9 @@ impl Builder {
             listen_port: 51820,
             private_key: [0; 32],
             user: None,
-            // inline until a gain is measured (docs/throughput.md "Multi-core")
-            crypto_threads: 1,
+            // one per core: a gain with several peers, neutral with one
+            // (docs/throughput.md "Multi-core")
+            crypto_threads: 0,
         };
         let Some(t) = self.section(top, "interface") else {
             if !top.map.contains_key("interface") {

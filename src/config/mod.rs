@@ -153,8 +153,8 @@ pub struct Interface {
     pub private_key: [u8; 32],
     /// Drop privileges to this user after opening the TUN and the socket.
     pub user: Option<String>,
-    /// Threads doing WireGuard crypto by peer (0: one per core, 1 (default):
-    /// inline; see `wg::parallel`).
+    /// Threads doing WireGuard crypto by peer (0 (default): one per core,
+    /// 1: inline; see `wg::parallel`).
     pub crypto_threads: u16,
 }
 

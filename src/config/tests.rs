@@ -1111,7 +1111,7 @@ fn l7_fields_parse_and_invalid_patterns_are_named() {
 #[test]
 fn crypto_threads_default_bounds_and_type() {
     let c = load_str(&base(), "/cfg/test.toml").unwrap();
-    assert_eq!(c.interface.crypto_threads, 1, "default: inline");
+    assert_eq!(c.interface.crypto_threads, 0, "default: one per core");
     let text = base().replace("[interface]", "[interface]\ncrypto_threads = 2");
     assert_eq!(load_str(&text, "t").unwrap().interface.crypto_threads, 2);
     let text = base().replace("[interface]", "[interface]\ncrypto_threads = 300");
