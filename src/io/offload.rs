@@ -40,6 +40,7 @@
 //! original TCP checksums are not re-verified here (wireguard-go's
 //! tun/offload_linux.go makes the same choice).
 
+use crate::packet::checksum::fill_ipv4_checksum;
 use std::io;
 use std::os::fd::RawFd;
 
@@ -188,9 +189,7 @@ pub fn gso_segment(
     } else {
         seg[2..4].copy_from_slice(&(len as u16).to_be_bytes());
         seg[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
-        seg[10..12].copy_from_slice(&[0, 0]);
-        let c = !fold(sum16(&seg[..20], 0));
-        seg[10..12].copy_from_slice(&c.to_be_bytes());
+        fill_ipv4_checksum(seg);
         sum16(&seg[12..20], pseudo_rest)
     };
     seg[csum_at..csum_at + 2].copy_from_slice(&[0, 0]);
@@ -490,13 +489,7 @@ impl TunTx {
             if let Some(f) = p.get_mut(2..4) {
                 f.copy_from_slice(&(e.len as u16).to_be_bytes());
             }
-            if let Some(f) = p.get_mut(10..12) {
-                f.copy_from_slice(&[0, 0]);
-            }
-            let c = !fold(sum16(p.get(..20).unwrap_or_default(), 0));
-            if let Some(f) = p.get_mut(10..12) {
-                f.copy_from_slice(&c.to_be_bytes());
-            }
+            fill_ipv4_checksum(p);
             pseudo = sum16(p.get(12..20).unwrap_or_default(), pseudo);
         }
         if let Some(f) = p.get_mut(s.iph + 16..s.iph + 18) {
@@ -579,10 +572,7 @@ mod tests {
         let mut v = Vec::new();
         b.write(&mut v, payload).unwrap();
         v[6] = 0x40; // DF (etherparse leaves it clear)
-        v[10] = 0;
-        v[11] = 0;
-        let c = !fold(sum16(&v[..20], 0));
-        v[10..12].copy_from_slice(&c.to_be_bytes());
+        fill_ipv4_checksum(&mut v);
         v
     }
 
@@ -622,9 +612,7 @@ mod tests {
                     s[4..6].copy_from_slice(&((l - 40) as u16).to_be_bytes());
                 } else {
                     s[2..4].copy_from_slice(&(l as u16).to_be_bytes());
-                    s[10..12].copy_from_slice(&[0, 0]);
-                    let c = !fold(sum16(&s[..20], 0));
-                    s[10..12].copy_from_slice(&c.to_be_bytes());
+                    fill_ipv4_checksum(&mut s);
                 }
                 // pseudo-header sum for this length, then complete
                 let tl = (l - iph) as u64;
@@ -747,9 +735,7 @@ mod tests {
                 for (i, g) in got.iter_mut().enumerate() {
                     assert_eq!(be16(g, 4), Some(i as u16));
                     g[4..6].copy_from_slice(&[0, 0]);
-                    g[10..12].copy_from_slice(&[0, 0]);
-                    let c = !fold(sum16(&g[..20], 0));
-                    g[10..12].copy_from_slice(&c.to_be_bytes());
+                    fill_ipv4_checksum(g);
                 }
             }
             assert_eq!(got, orig, "v6={v6}");
@@ -788,9 +774,7 @@ mod tests {
         b.udp(4433, 5353).write(&mut v, payload).unwrap();
         if !v6 {
             v[4..6].copy_from_slice(&id.to_be_bytes());
-            v[10..12].copy_from_slice(&[0, 0]);
-            let c = !fold(sum16(&v[..20], 0));
-            v[10..12].copy_from_slice(&c.to_be_bytes());
+            fill_ipv4_checksum(&mut v);
         }
         v
     }
