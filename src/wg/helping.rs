@@ -80,7 +80,6 @@ struct Slot {
     round: Option<RoundPtr>,
     /// Workers asleep on `wake`.
     asleep: usize,
-    stop: bool,
 }
 
 #[derive(Default)]
@@ -230,7 +229,9 @@ impl Drop for Withdraw<'_> {
 impl Drop for HelpingPool {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
-        self.shared.lock().stop = true;
+        // a worker checks `stop` under the lock before it sleeps: taking the
+        // lock here means it either saw it or is asleep and gets the notify
+        drop(self.shared.lock());
         self.shared.wake.notify_all();
         for h in self.threads.drain(..) {
             let _ = h.join();
@@ -257,12 +258,12 @@ fn worker(s: &Shared) {
             }
         }
         let mut slot = s.lock();
-        while s.epoch.load(Ordering::Acquire) == seen && !slot.stop {
+        while s.epoch.load(Ordering::Acquire) == seen && !s.stop.load(Ordering::Acquire) {
             slot.asleep += 1;
             slot = s.wake.wait(slot).unwrap_or_else(|e| e.into_inner());
             slot.asleep -= 1;
         }
-        if slot.stop {
+        if s.stop.load(Ordering::Acquire) {
             return;
         }
         seen = s.epoch.load(Ordering::Acquire);
