@@ -328,6 +328,7 @@ impl Shell {
         }
         self.counters.tun_tx += rep.packets;
         self.counters.tun_tx_writes += rep.writes;
+        self.counters.tun_tx_uso += rep.uso;
         self.counters.send_errors += rep.errors;
     }
 }

@@ -23,7 +23,8 @@
 //! `recvmmsg` (UDP GRO on), datagrams are decrypted into one buffer and
 //! encrypted straight into a send arena that is flushed with `sendmmsg` (UDP
 //! GSO) at the end of every loop turn; TUN writes are queued and coalesced
-//! into TCP super-packets (IFF_VNET_HDR) and written at the same point.
+//! into TCP and UDP super-packets (IFF_VNET_HDR; UDP where the kernel took
+//! USO) and written at the same point.
 //! `PORTCULLIS_NO_GRO`, `PORTCULLIS_NO_GSO`, `PORTCULLIS_NO_TUN_OFFLOAD` turn
 //! each offload off (comparisons, broken drivers). `PORTCULLIS_BENCH_BYPASS=1`
 //! skips the pipeline altogether (benchmarks only: [`bypass`]);
@@ -137,6 +138,8 @@ pub struct IoCounters {
     pub tun_rx_segments: u64,
     /// UDP super-packets read from the TUN (USO).
     pub tun_rx_uso: u64,
+    /// UDP super-packets written to the TUN (decrypted datagrams coalesced).
+    pub tun_tx_uso: u64,
     pub udp_tx_calls: u64,
     pub tun_rx_batches: u64,
     /// Receive rounds decrypted by peer on the crypto threads, and the data
@@ -256,13 +259,18 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     let counters = rt.block_on(async move {
         // batched IO (see `batched`): the TUN fd under our own readiness,
         // GRO/GSO on the UDP socket when the kernel has them (both modes)
+        // UDP super-packets on TUN writes: where the kernel took USO (>= 6.2)
+        let mut tun_uso = false;
         let tun = match dev {
             Some(dev) => {
                 if tun_vnet && std::env::var_os("PORTCULLIS_NO_TSO").is_none() {
                     use std::os::fd::AsRawFd;
                     let uso = std::env::var_os("PORTCULLIS_NO_USO").is_none();
                     match offload::enable_offloads(dev.as_raw_fd(), uso) {
-                        Ok(true) => tracing::debug!("TUN offloads: checksum, TSO, USO"),
+                        Ok(true) => {
+                            tun_uso = true;
+                            tracing::debug!("TUN offloads: checksum, TSO, USO");
+                        }
                         Ok(false) => tracing::info!("TUN offloads: checksum, TSO (no USO: kernel < 6.2 or PORTCULLIS_NO_USO)"),
                         Err(e) => tracing::warn!(error = %e, "TUN TSO offload refused: reading single packets"),
                     }
@@ -271,10 +279,14 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             }
             None => None,
         };
+        let tun_coalesce = offload::Coalesce {
+            tcp: tun_vnet,
+            udp: tun_vnet && tun_uso,
+        };
         let tun_writer = match (&tun, tun_vnet && tun_writer::wanted()) {
             (Some(t), true) => {
                 use std::os::fd::AsRawFd;
-                match tun_writer::TunWriter::start(t.get_ref().as_raw_fd(), true) {
+                match tun_writer::TunWriter::start(t.get_ref().as_raw_fd(), tun_coalesce) {
                     Ok(w) => {
                         tracing::warn!("{}=1: experimental: TUN writes on their own thread", tun_writer::ENV);
                         Some(w)
@@ -359,7 +371,7 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             tx: batch::UdpTx::new(gso),
             rx_gro: gro,
             tun_vnet,
-            tun_tx: offload::TunTx::new(tun_vnet),
+            tun_tx: offload::TunTx::new(tun_coalesce),
             tun_writer,
             dec: vec![0; crate::wg::BUF_LEN],
             crypto,
@@ -583,6 +595,7 @@ impl Shell {
             ("tun_tx_writes", c.tun_tx_writes),
             ("tun_rx_segments", c.tun_rx_segments),
             ("tun_rx_uso", c.tun_rx_uso),
+            ("tun_tx_uso", c.tun_tx_uso),
             ("udp_tx_calls", c.udp_tx_calls),
             ("tun_rx_batches", c.tun_rx_batches),
             ("udp_rx_parallel_rounds", c.udp_rx_parallel_rounds),

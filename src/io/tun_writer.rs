@@ -21,7 +21,7 @@
 //! gone, [`TunWriter::hand_over`] gives the batch back and the loop writes it
 //! itself.
 
-use super::offload::{TunTx, TunTxReport};
+use super::offload::{Coalesce, TunTx, TunTxReport};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 
@@ -46,12 +46,13 @@ pub struct TunWriter {
 fn add(into: &mut TunTxReport, r: TunTxReport) {
     into.packets += r.packets;
     into.writes += r.writes;
+    into.uso += r.uso;
     into.errors += r.errors;
 }
 
 impl TunWriter {
     /// Starts the writer on a duplicate of `fd`.
-    pub fn start(fd: RawFd, coalesce: bool) -> std::io::Result<TunWriter> {
+    pub fn start(fd: RawFd, coalesce: Coalesce) -> std::io::Result<TunWriter> {
         // SAFETY: dup of an open fd; the new fd is ours alone.
         let d = unsafe { libc::dup(fd) };
         if d < 0 {
@@ -142,9 +143,9 @@ mod tests {
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
         // SAFETY: fresh fds, owned here.
         let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let mut wr = TunWriter::start(w.as_raw_fd(), false).unwrap();
+        let mut wr = TunWriter::start(w.as_raw_fd(), Coalesce::default()).unwrap();
         drop(w);
-        let mut cur = TunTx::new(false);
+        let mut cur = TunTx::new(Coalesce::default());
         let mut rep = TunTxReport::default();
         for b in 0..10u8 {
             for i in 0..3u8 {
