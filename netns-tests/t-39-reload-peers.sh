@@ -2,8 +2,9 @@
 # Peers are removed and added by a reload, without a restart: replacing
 # client2 by a new peer client3 (same group; a rule naming a group needs a
 # member) cuts client2 off (its pings get no reply) while client's running
-# flow and WireGuard session carry on; putting client2 back lets it in again
-# (a new handshake); `ctl peers` follows both changes.
+# flow and WireGuard session carry on; reordering the peers (which renumbers
+# client's zone) keeps that flow too; putting client2 back lets it in again
+# (a new handshake); `ctl peers` follows the changes.
 . "$(dirname "$0")/lib.sh"
 need_portcullis
 lab_up --client2
@@ -33,6 +34,23 @@ if in_ns client2 ping -c2 -i0.3 -W1 "$GW_TUN_ADDR" >/dev/null 2>&1; then
   fail "client2 still reaches the gateway after its removal"
 fi
 ok "client2 replaced by client3 in a reload: client2 gets no reply to its pings"
+# reorder: client3 first, so client's zone id changes (zones are numbered by
+# peer order); client's running flow must follow it, not be cut
+python3 - "$S/gateway.toml" <<'PY' || fail "could not reorder the peers"
+import re, sys
+p = sys.argv[1]; s = open(p).read()
+blocks = re.findall(r'\[\[peer\]\]\n(?:(?!\[)[^\n]*\n)*', s)  # up to the next section
+c = [b for b in blocks if 'name = "client"\n' in b]
+c3 = [b for b in blocks if 'name = "client3"\n' in b]
+assert len(c) == 1 and len(c3) == 1, blocks
+n = s.replace(c[0], "\x00").replace(c3[0], c[0]).replace("\x00", c3[0])
+assert n != s and n.index('name = "client3"') < n.index('name = "client"\n')
+open(p, "w").write(n)
+PY
+cfg_perms
+out="$(ctl reload 2>&1)" || fail "ctl reload (peers reordered) failed: $out"
+sleep 1
+ok "peers reordered by a reload (client's zone renumbered)"
 cp "$S/gateway.toml.orig" "$S/gateway.toml"; cfg_perms
 out="$(ctl reload 2>&1)" || fail "ctl reload (client2 back) failed: $out"
 [ "$(peers)" = "client client2" ] || fail "ctl peers after adding client2 back: $(peers)"

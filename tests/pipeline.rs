@@ -182,8 +182,11 @@ groups = ["guests"]
 "#;
 
 fn toml_cfg(rules: &str) -> PipelineConfig {
-    let text = format!("{BASE}\n{rules}");
-    let cfg = load_str(&text, "test.toml").unwrap_or_else(|e| panic!("config: {e}\n{text}"));
+    cfg_text(&format!("{BASE}\n{rules}"))
+}
+
+fn cfg_text(text: &str) -> PipelineConfig {
+    let cfg = load_str(text, "test.toml").unwrap_or_else(|e| panic!("config: {e}\n{text}"));
     PipelineConfig::from_config(&cfg)
 }
 
@@ -827,6 +830,85 @@ fn reload_moving_a_peer_address_revokes_its_flows_as_spoofed() {
     let v = h.send(tcp(c, s, ACK, 1001, 5001, b""), LAPTOP);
     assert_eq!(v, Verdict::Drop(DropReason::SpoofedSource));
     assert_eq!(h.p.stats().flows_revoked, 1);
+}
+
+#[test]
+fn reload_that_renumbers_peers_keeps_the_kept_peers_flows() {
+    // Zones are numbered by peer order. Removing the first peer moves the
+    // second one from zone peer(1) to peer(0); reordering swaps them. Live
+    // flows follow their peers: nothing of a kept peer is cut, nothing is
+    // attributed to the other peer, and the removed peer's flows end.
+    let rules = r#"
+[[rule]]
+chain = "forward"
+state = ["established", "related"]
+action = "accept"
+[[rule]]
+chain = "forward"
+to = "tun"
+proto = "tcp"
+dport = 443
+action = "accept"
+"#;
+    // BASE's interface and peer blocks, the peers in the order given
+    let blocks: Vec<&str> = BASE.split("[[peer]]").collect();
+    let cfg = |order: &[usize]| {
+        let peers: Vec<String> = order
+            .iter()
+            .map(|&i| format!("[[peer]]{}", blocks[i]))
+            .collect();
+        cfg_text(&format!("{}{}\n{rules}", blocks[0], peers.concat()))
+    };
+    let (laptop_block, phone_block) = (1, 2);
+    for f in BOTH {
+        let mut h = Harness::new(cfg(&[laptop_block, phone_block]));
+        h.p.set_flow_log(true);
+        let s = sa(f.server(), 443);
+        let (lc, pc) = (sa(f.laptop(), 41000), sa(f.phone(), 42000));
+        h.handshake(lc, s, LAPTOP, TUN);
+        h.handshake(pc, s, PHONE, TUN);
+        assert_eq!(h.p.conntrack().len(), 2);
+
+        // reordered: the phone is peer(0) now, the laptop peer(1)
+        h.p.reload(cfg(&[phone_block, laptop_block]));
+        assert_eq!(h.p.conntrack().len(), 2);
+        let (phone, laptop) = (ZoneId::peer(0), ZoneId::peer(1));
+        assert_eq!(
+            h.send(tcp(pc, s, ACK | PSH, 1001, 5001, b"hi"), phone),
+            Verdict::Forward(TUN)
+        );
+        assert_eq!(
+            h.send(tcp(s, pc, ACK, 5001, 1003, b""), TUN),
+            Verdict::Forward(phone),
+            "the reply goes to the phone's new zone"
+        );
+        assert_eq!(
+            h.send(tcp(s, lc, ACK | PSH, 5001, 1001, b"yo"), TUN),
+            Verdict::Forward(laptop)
+        );
+        assert_eq!(
+            h.send(tcp(lc, s, ACK, 1001, 5003, b""), laptop),
+            Verdict::Forward(TUN)
+        );
+
+        // the laptop removed: its flow ends, the phone's carries on
+        h.p.reload(cfg(&[phone_block]));
+        assert_eq!(h.p.conntrack().len(), 1);
+        let ends: Vec<_> = std::iter::from_fn(|| h.p.poll_flow_end()).collect();
+        assert_eq!(ends.len(), 1, "v6={}", f.v6);
+        assert_eq!(ends[0].flow.orig.src, f.laptop());
+        assert_eq!(ends[0].cause, portcullis::conntrack::EndCause::Removed);
+        assert_eq!(
+            h.send(tcp(pc, s, ACK | PSH, 1003, 5001, b"on"), phone),
+            Verdict::Forward(TUN)
+        );
+        assert_eq!(
+            h.send(tcp(s, pc, ACK, 5001, 1005, b""), TUN),
+            Verdict::Forward(phone)
+        );
+        assert_eq!(h.p.stats().flows_revoked, 0, "v6={}", f.v6);
+        assert_eq!(h.p.conntrack().len(), 1);
+    }
 }
 
 /// Fragments an IP datagram into pieces covering the given byte ranges of its

@@ -343,6 +343,17 @@ pub struct Ended {
     pub cause: EndCause,
 }
 
+/// The hash of an index entry (`slot << 1 | direction`): its key's.
+fn entry_hash(slab: &[Flow], hasher: &FlowHasher, e: u32) -> u64 {
+    slab.get((e >> 1) as usize).map_or(0, |f| {
+        if e & 1 == 0 {
+            f.orig.hash_with(hasher)
+        } else {
+            f.reply.hash_with(hasher)
+        }
+    })
+}
+
 impl Conntrack {
     /// An empty table. `hash_key` keys the flow hash (pick it at random); `now` is the
     /// table's epoch.
@@ -781,17 +792,8 @@ impl Conntrack {
                 f.set_icmp_type(i.ty, i.code);
             }
         }
-        let hasher = self.hasher;
-        let slab = &self.slab;
-        let rehash = |&e: &u32| {
-            slab.get((e >> 1) as usize).map_or(0, |f| {
-                if e & 1 == 0 {
-                    f.orig.hash_with(&hasher)
-                } else {
-                    f.reply.hash_with(&hasher)
-                }
-            })
-        };
+        let (hasher, slab) = (self.hasher, &self.slab);
+        let rehash = |&e: &u32| entry_hash(slab, &hasher, e);
         self.index.insert_unique(h_orig, (slot as u32) << 1, rehash);
         self.index
             .insert_unique(h_reply, (slot as u32) << 1 | 1, rehash);
@@ -1023,6 +1025,42 @@ impl Conntrack {
             .enumerate()
             .filter(|(_, f)| f.live())
             .map(|(i, f)| (FlowId(i as u32), f))
+    }
+
+    /// The latest time the table was given (by `track`, `insert` or
+    /// `expire`): "now" for work that comes without a clock (a reload).
+    pub fn last_now(&self) -> Instant {
+        self.last_now
+    }
+
+    /// Moves every live flow to the zones `map` gives (a reload that
+    /// renumbered the peers: each flow keeps its slot, its state and its
+    /// counters, and its keys name the zones its peers have now). The index
+    /// is rebuilt when any key changed. `map` must be one-to-one on the
+    /// zones of live flows (remove the flows of vanished zones first), so
+    /// no two flows end up with one key. Returns how many flows moved.
+    pub fn renumber_zones(&mut self, map: impl Fn(ZoneId) -> ZoneId) -> usize {
+        let mut moved = 0;
+        for f in self.slab.iter_mut().filter(|f| f.live()) {
+            let (o, r) = (map(f.orig.zone), map(f.reply.zone));
+            if (o, r) != (f.orig.zone, f.reply.zone) {
+                f.orig.zone = o;
+                f.reply.zone = r;
+                moved += 1;
+            }
+        }
+        if moved > 0 {
+            let (hasher, slab) = (self.hasher, &self.slab);
+            let rehash = |&e: &u32| entry_hash(slab, &hasher, e);
+            self.index.clear();
+            for (slot, _) in slab.iter().enumerate().filter(|(_, f)| f.live()) {
+                for e in [(slot as u32) << 1, (slot as u32) << 1 | 1] {
+                    self.index
+                        .insert_unique(entry_hash(slab, &hasher, e), e, rehash);
+                }
+            }
+        }
+        moved
     }
 
     /// Removes every flow (keeps the allocation).

@@ -924,3 +924,37 @@ fn translated_flag_cached_at_insert() {
     assert_eq!(id2, id);
     assert!(!h.ct.flow(id2).unwrap().is_translated());
 }
+
+#[test]
+fn renumbered_zones_keep_the_flow_under_its_new_keys() {
+    let mut h = H::new(CtConfig::default());
+    let id = h.established();
+    let u = h.open(&udp(true));
+    let before = snapshot(&h.ct, id);
+    // nothing changes: no rebuild, same lookups
+    assert_eq!(h.ct.renumber_zones(|z| z), 0);
+    // A's peer zone 3 becomes 5: both flows move, keep their slots and state
+    let to = |z: ZoneId| if z == ZA { ZoneId(5) } else { z };
+    assert_eq!(h.ct.renumber_zones(to), 2);
+    assert_eq!(h.ct.len(), 2);
+    assert_eq!(snapshot(&h.ct, id), before);
+    let m = tcp(true, F::ACK, 101, 5001, 0);
+    assert_eq!(
+        h.ct.track(ZoneId(5), &m, h.now),
+        tracked(id, Dir::Original, CtState::Established)
+    );
+    // the old zone finds nothing (an ACK with no flow is invalid)
+    assert!(matches!(h.ct.track(ZA, &m, h.now), Track::Invalid(_)));
+    // the reply key (entering from the TUN) names the new egress zone
+    let r = tcp(false, F::ACK, 5001, 101, 0);
+    assert_eq!(
+        h.ct.track(ZB, &r, h.now),
+        tracked(id, Dir::Reply, CtState::Established)
+    );
+    assert_eq!(h.ct.flow(id).map(|f| f.reply.zone), Some(ZB));
+    assert_eq!(h.ct.flow(u).map(|f| f.orig.zone), Some(ZoneId(5)));
+    assert_eq!(h.ct.flow(id).map(|f| f.orig.zone), Some(ZoneId(5)));
+    // a removal after the rebuild unindexes the new keys
+    assert!(h.ct.remove(u).is_some());
+    assert_eq!(h.ct.track(ZoneId(5), &udp(true), h.now), Track::New);
+}

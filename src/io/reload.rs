@@ -31,10 +31,12 @@
 //! Note for `interface.user`: the reload runs as that user, so the config
 //! file (and key files) must be readable by it (e.g. group-readable).
 //!
-//! Zones are numbered by peer order in the file: removing or reordering
-//! peers renumbers the zones of the peers after them; their live flows then
-//! fail the re-check's AllowedIPs test and are cut (their WireGuard sessions
-//! survive). Append new peers at the end to keep every flow.
+//! Zones are numbered by peer order in the file: adding, removing or
+//! reordering peers gives other peers other zone ids. Live flows follow
+//! their peers by name (`Pipeline::reload_prepared`: connection tracking
+//! and pending L7 decisions are renumbered, the index rebuilt), so every
+//! flow of a kept peer survives; the flows of a removed peer end (flow-end
+//! cause `removed`). A renamed peer is a removed and an added one.
 
 use super::RunSettings;
 use crate::config::Config;

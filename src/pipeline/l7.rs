@@ -59,6 +59,7 @@ use crate::ids::app::{self, FirstName};
 use crate::packet::{tcp_flags, PacketMeta, L4};
 use crate::rules::{Action, Decision, L7Kind, L7Name, MatchInput, RuleSet};
 use crate::verdict::{Chain, DropReason, Verdict};
+use crate::zone::ZoneId;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -148,6 +149,26 @@ impl L7State {
         }
         if !self.watched.is_empty() && self.watched.get(&id).is_some_and(|w| w.orig == *orig) {
             self.watched.remove(&id);
+        }
+    }
+
+    /// Follows [`crate::conntrack::Conntrack::renumber_zones`]: the flows'
+    /// keys and rule inputs name the zones their peers have after a reload.
+    pub(super) fn renumber_zones(&mut self, map: impl Fn(ZoneId) -> ZoneId) {
+        let input = |m: &mut MatchInput| {
+            m.ingress = map(m.ingress);
+            m.egress = map(m.egress);
+        };
+        for p in self.pending.values_mut() {
+            p.orig.zone = map(p.orig.zone);
+            input(&mut p.first);
+        }
+        for (orig, _) in self.named.values_mut() {
+            orig.zone = map(orig.zone);
+        }
+        for w in self.watched.values_mut() {
+            w.orig.zone = map(w.orig.zone);
+            input(&mut w.first);
         }
     }
 

@@ -488,6 +488,7 @@ impl Pipeline {
 
     /// Swaps in a prepared config: like [`Pipeline::reload`], without the compile.
     pub fn reload_prepared(&mut self, p: Prepared) {
+        self.follow_renumbered_peers(&p.zones);
         self.rules = p.rules;
         self.stats.rules = rule_counters(&self.rules);
         self.stats.policy = Default::default();
@@ -503,6 +504,32 @@ impl Pipeline {
         self.nat.stats = old.stats;
         self.nat.carry_backend_state(&old);
         self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// Zones are numbered by peer order: a reload that adds, removes or
+    /// reorders peers gives peers other zone ids. Live flows follow their
+    /// peers (by name) to the new ids, so no flow of a kept peer is lost or
+    /// attributed to another peer; the flows of peers that are gone are
+    /// removed (flow-end cause `removed`). Uses the table's last time as
+    /// "now" (a reload brings no clock).
+    fn follow_renumbered_peers(&mut self, new: &ZoneTable) {
+        let map: Vec<Option<ZoneId>> = (0..self.zones.peer_count())
+            .map(|i| new.peer(self.zones.name(ZoneId::peer(i))))
+            .collect();
+        if map
+            .iter()
+            .enumerate()
+            .all(|(i, z)| *z == Some(ZoneId::peer(i)))
+        {
+            return;
+        }
+        let target = |z: ZoneId| z.peer_index().map(|i| map.get(i).copied().flatten());
+        let gone = |z: ZoneId| target(z) == Some(None);
+        let now = self.ct.last_now();
+        self.remove_flows(|f| gone(f.orig.zone) || gone(f.reply.zone), now);
+        let to = |z: ZoneId| target(z).flatten().unwrap_or(z);
+        self.ct.renumber_zones(to);
+        self.l7.renumber_zones(to);
     }
 
     /// Removes the tracked flows `keep_out` selects (all with `|_| true`);
