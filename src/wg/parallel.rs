@@ -44,8 +44,9 @@
 //! *within* a peer needs boringtun's `Session`, which it keeps private). The
 //! firewall (conntrack, NAT, rules, IDS) stays on the event loop.
 //!
-//! Small rounds stay inline: with fewer than [`MIN_PARALLEL`] data messages
-//! or a single peer in the round, nothing is pre-decrypted and no worker is
+//! Small rounds stay inline: with fewer than [`MIN_PARALLEL`] data messages,
+//! a single peer, or less than [`MIN_MOVABLE_BYTES`] outside the heaviest
+//! peer's group in the round, nothing is pre-decrypted and no worker is
 //! woken, so the single-peer path costs one header parse per datagram more
 //! than before (the classification) and nothing else.
 
@@ -62,6 +63,22 @@ use std::time::Instant;
 /// one 1,400-byte ChaCha20-Poly1305 open costs ~1-2 µs here, so a round must
 /// carry several packets per peer group before spreading it pays.
 pub const MIN_PARALLEL: usize = 8;
+
+/// Bytes a round must carry outside its heaviest peer group before it is
+/// spread: the caller keeps (at least) the heaviest group, so only the rest
+/// can move to a worker, and below about three full-size packets that is
+/// less work than the wake-up. Rounds of ACKs or other small packets (two
+/// iperf3 clients uploading: the gateway's encryption rounds are all ACKs)
+/// stay inline.
+pub const MIN_MOVABLE_BYTES: usize = 4096;
+
+/// Whether a round with these per-peer byte counts and `messages` messages
+/// is worth spreading over the workers.
+fn worth_spreading(group_bytes: impl Iterator<Item = usize>, messages: usize) -> bool {
+    let (n, total, max) =
+        group_bytes.fold((0, 0, 0), |(n, t, m), b| (n + 1, t + b, usize::max(m, b)));
+    n >= 2 && messages >= MIN_PARALLEL && total - max >= MIN_MOVABLE_BYTES
+}
 
 /// Marks a peer slot whose later data messages in the round go sequential.
 const BLOCKED: u32 = u32::MAX;
@@ -301,7 +318,8 @@ impl WgDevice {
             g.bytes += d.len();
             data += 1;
         }
-        if batch.ngroups < 2 || data < MIN_PARALLEL {
+        let bytes = batch.groups.iter().take(batch.ngroups).map(|g| g.bytes);
+        if !worth_spreading(bytes, data) {
             // inline: finish_datagram takes the sequential path for all
             for g in batch.groups.iter_mut().take(batch.ngroups) {
                 g.items.clear();
@@ -547,7 +565,7 @@ impl WgDevice {
             ));
         }
         match pool.pool.as_ref() {
-            Some(workers) if work.len() >= 2 && n >= MIN_PARALLEL => {
+            Some(workers) if worth_spreading(work.iter().map(|w| w.0.bytes), n) => {
                 spread(
                     workers,
                     work.iter_mut().collect(),
@@ -675,8 +693,13 @@ mod tests {
 
     /// A data datagram from client `i` carrying `tag`, and the plaintext.
     fn data(w: &mut World, i: usize, tag: u8) -> (Vec<u8>, Vec<u8>) {
+        data_sized(w, i, tag, 1000)
+    }
+
+    /// A data message from client `i` carrying `len` bytes of payload.
+    fn data_sized(w: &mut World, i: usize, tag: u8, len: usize) -> (Vec<u8>, Vec<u8>) {
         let (c, _) = &mut w.clients[i];
-        let pkt = ipv4([100, 64, 0, 2 + i as u8], [100, 64, 0, 1], &[tag; 300]);
+        let pkt = ipv4([100, 64, 0, 2 + i as u8], [100, 64, 0, 1], &vec![tag; len]);
         let mut out = vec![];
         assert_eq!(
             c.encapsulate(ZoneId::peer(0), &pkt, Instant::now(), &mut out),
@@ -879,6 +902,42 @@ mod tests {
         assert_eq!(batch.parallel_rounds, 1);
     }
 
+    /// Rounds of small packets (ACKs) from or to several peers stay inline:
+    /// what could move to a worker is less than [`MIN_MOVABLE_BYTES`].
+    #[test]
+    fn rounds_of_small_packets_stay_inline() {
+        let pool = CryptoPool::new(2).unwrap();
+        let mut w = world(2);
+        connect(&mut w, 0);
+        connect(&mut w, 1);
+        let round: Vec<_> = (0..32u8)
+            .map(|t| {
+                (
+                    client_addr(usize::from(t % 2)),
+                    data_sized(&mut w, usize::from(t % 2), t, 40).0,
+                )
+            })
+            .collect();
+        let mut batch = RxBatch::default();
+        let (got, _) = run_round(&mut w.gw, &pool, &mut batch, &round);
+        assert_eq!(got.len(), 32);
+        assert_eq!(batch.parallel_rounds, 0);
+        let mut txb = TxBatch::default();
+        let mut used = 0;
+        for k in 0..32usize {
+            let pkt = ipv4([100, 64, 0, 1], [100, 64, 0, 2 + (k % 2) as u8], &[7; 40]);
+            txb.stage(ZoneId::peer(k % 2), &pkt, used);
+            used += pkt.len() + crate::wg::DATA_OVERHEAD;
+        }
+        let mut arena = vec![0u8; used];
+        w.gw.encrypt_deferred(&pool, &mut txb, &mut arena);
+        assert_eq!(txb.parallel_rounds, 0);
+        assert!(worth_spreading([4096, 5000].into_iter(), MIN_PARALLEL));
+        assert!(!worth_spreading([9000, 4095].into_iter(), MIN_PARALLEL));
+        assert!(!worth_spreading([9000, 9000].into_iter(), MIN_PARALLEL - 1));
+        assert!(!worth_spreading([90000].into_iter(), 64));
+    }
+
     /// Packets staged for four peers (unevenly interleaved) are encrypted
     /// into their places, inline or spread by peer: each client decrypts its
     /// own in order; a peer without a session is not deferrable.
@@ -898,7 +957,7 @@ mod tests {
                 let pkt = ipv4(
                     [100, 64, 0, 1],
                     [100, 64, 0, 2 + i as u8],
-                    &vec![k as u8; 100 + k],
+                    &vec![k as u8; 600 + k],
                 );
                 assert_eq!(
                     w.gw.deferrable(ZoneId::peer(i), pkt.len()),
