@@ -181,6 +181,14 @@ allowed_ips = ["100.64.0.3/32", "2001:db8:64::3/128"]
 groups = ["guests"]
 "#;
 
+/// The usual first forward rule: replies and related packets pass.
+const ESTABLISHED: &str = r#"
+[[rule]]
+chain = "forward"
+state = ["established", "related"]
+action = "accept"
+"#;
+
 fn toml_cfg(rules: &str) -> PipelineConfig {
     cfg_text(&format!("{BASE}\n{rules}"))
 }
@@ -838,18 +846,10 @@ fn reload_that_renumbers_peers_keeps_the_kept_peers_flows() {
     // second one from zone peer(1) to peer(0); reordering swaps them. Live
     // flows follow their peers: nothing of a kept peer is cut, nothing is
     // attributed to the other peer, and the removed peer's flows end.
-    let rules = r#"
-[[rule]]
-chain = "forward"
-state = ["established", "related"]
-action = "accept"
-[[rule]]
-chain = "forward"
-to = "tun"
-proto = "tcp"
-dport = 443
-action = "accept"
-"#;
+    let rules = format!(
+        "{ESTABLISHED}{}",
+        "[[rule]]\nchain = \"forward\"\nto = \"tun\"\nproto = \"tcp\"\ndport = 443\naction = \"accept\"\n"
+    );
     // BASE's interface and peer blocks, the peers in the order given
     let blocks: Vec<&str> = BASE.split("[[peer]]").collect();
     let cfg = |order: &[usize]| {
@@ -909,6 +909,55 @@ action = "accept"
         assert_eq!(h.p.stats().flows_revoked, 0, "v6={}", f.v6);
         assert_eq!(h.p.conntrack().len(), 1);
     }
+}
+
+#[test]
+fn connection_limits_applied_by_a_reload_count_the_live_flows() {
+    // Two flows from the laptop exist when a reload limits it to two at
+    // once: a third is refused at once, and admitted after one ends.
+    use portcullis::shaper::{ConnSpec, PeerLimits, ShaperConfig};
+    let f = Fam { v6: false };
+    let mut h = Harness::toml(&format!(
+        "{ESTABLISHED}{}",
+        "[[rule]]\nchain = \"forward\"\nfrom = \"laptop\"\naction = \"accept\"\n"
+    ));
+    let s = sa(f.server(), 443);
+    let (c1, c2, c3) = (
+        sa(f.laptop(), 41001),
+        sa(f.laptop(), 41002),
+        sa(f.laptop(), 41003),
+    );
+    h.handshake(c1, s, LAPTOP, TUN);
+    h.handshake(c2, s, LAPTOP, TUN);
+    let conns = ConnSpec {
+        max_concurrent: Some(2),
+        ..ConnSpec::default()
+    };
+    let limits = ShaperConfig {
+        peers: vec![(
+            LAPTOP,
+            PeerLimits {
+                conns,
+                ..PeerLimits::default()
+            },
+        )],
+        ..ShaperConfig::default()
+    };
+    h.p.set_shaper(&limits);
+    assert_eq!(
+        h.send(tcp(c3, s, SYN, 1000, 0, b""), LAPTOP),
+        Verdict::Drop(DropReason::RateLimited),
+        "the two live flows count against the new limit"
+    );
+    // the first flow ends (RST): room for one more
+    assert_eq!(
+        h.send(tcp(c1, s, RST | ACK, 1001, 5001, b""), LAPTOP),
+        Verdict::Forward(TUN)
+    );
+    h.advance(Duration::from_secs(30));
+    h.p.handle_timeout(h.now);
+    assert_eq!(h.p.conntrack().len(), 1);
+    h.handshake(c3, s, LAPTOP, TUN);
 }
 
 /// Fragments an IP datagram into pieces covering the given byte ranges of its

@@ -455,8 +455,12 @@ impl Pipeline {
     }
 
     /// Sets the rate and connection limits (at start and on every reload).
+    /// Applies rate and connection limits (at startup and on reload); the
+    /// concurrent-flow counts start from the live flows.
     pub fn set_shaper(&mut self, cfg: &ShaperConfig) {
         self.shaper.reconfigure(cfg);
+        let live = self.ct.iter().map(|(_, f)| (f.orig.src, f.orig.zone));
+        self.shaper.recount(live);
     }
 
     pub fn shaper(&self) -> &Shaper {

@@ -309,7 +309,8 @@ impl Shaper {
     }
 
     /// Applies a new configuration (a reload). Buckets restart full; the
-    /// concurrent-flow counts per source are kept (the flows are kept too).
+    /// concurrent-flow counts per source are kept (the flows are kept too)
+    /// and per peer start at 0: [`Shaper::recount`] sets both from the flows.
     pub fn reconfigure(&mut self, cfg: &ShaperConfig) {
         self.peers.clear();
         for (z, l) in &cfg.peers {
@@ -350,6 +351,41 @@ impl Shaper {
                 let live = st.live;
                 *st = ConnState::new(&spec);
                 st.live = live;
+            }
+        }
+    }
+
+    /// Sets the concurrent-flow counts (per peer, per source) from the flows
+    /// that exist, given as (original source, ingress zone) — what
+    /// [`Shaper::admit_flow`] and [`Shaper::flow_ended`] count. Called after
+    /// [`Shaper::reconfigure`]: a reload starts every peer's state afresh, and
+    /// flows created while nothing was limited were never counted, so without
+    /// it a limit would not hold for the flows that outlive the reload. At
+    /// most [`MAX_SOURCES`] sources are tracked.
+    pub fn recount(&mut self, flows: impl Iterator<Item = (IpAddr, ZoneId)>) {
+        if self.idle {
+            return;
+        }
+        for p in self.peers.iter_mut().flatten() {
+            p.conns.live = 0;
+        }
+        for st in self.sources.values_mut() {
+            st.live = 0;
+        }
+        let spec = self.per_source;
+        for (src, zone) in flows {
+            if let Some(Some(p)) = self.peers.get_mut(usize::from(zone.0)) {
+                p.conns.live += 1;
+            }
+            if spec.is_empty() {
+                continue;
+            }
+            if let Some(st) = self.sources.get_mut(&src) {
+                st.live += 1;
+            } else if self.sources.len() < MAX_SOURCES {
+                let mut st = ConnState::new(&spec);
+                st.live = 1;
+                self.sources.insert(src, st);
             }
         }
     }
