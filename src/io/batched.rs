@@ -252,9 +252,10 @@ impl Shell {
         if !self.tx.has_room(need) {
             self.flush_tx().await;
         }
-        if self.crypto.threads() > 1 {
+        if self.crypto.threads() > 1 && self.txb.wants(z) {
             // encrypted by peer at the flush (`wg::parallel`): the datagram
-            // takes its place in the arena now, the plaintext waits
+            // takes its place in the arena now, the plaintext waits (once a
+            // second peer shows up in this flush: `TxBatch::wants`)
             if let Some(to) = self.wg.deferrable(z, pkt.len()) {
                 if let Some(at) = self.tx.commit_later(super::map_dual(to, self.dual), need) {
                     self.txb.stage(z, pkt, at);
@@ -285,6 +286,7 @@ impl Shell {
             self.counters.udp_tx_parallel_rounds = self.txb.parallel_rounds;
             self.counters.udp_tx_parallel = self.txb.parallel_packets;
         }
+        self.txb.flushed();
         let fd = self.udp.as_raw_fd();
         let mut rep = TxReport::default();
         let tx = &mut self.tx;

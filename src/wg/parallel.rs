@@ -429,6 +429,9 @@ struct TxItem {
 pub struct TxBatch {
     plain: Vec<u8>,
     items: Vec<TxItem>,
+    /// The one peer this flush's packets went to so far, encrypted at once
+    /// (nothing staged yet).
+    inline_peer: Option<ZoneId>,
     /// Flushes encrypted in parallel and the packets they carried.
     pub parallel_rounds: u64,
     pub parallel_packets: u64,
@@ -437,6 +440,30 @@ pub struct TxBatch {
 impl TxBatch {
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+
+    /// Whether a packet for `zone` should be staged (encrypted by peer at
+    /// the flush) instead of encrypted at once: only from the first packet
+    /// for a second peer in this flush on. A flush whose packets all go to
+    /// one peer, the common case, is encrypted as it comes, with no staging
+    /// copy; the packets encrypted before staging began lie before the
+    /// staged ones in the send arena, so each peer's order is kept.
+    pub fn wants(&mut self, zone: ZoneId) -> bool {
+        if !self.items.is_empty() {
+            return true;
+        }
+        match self.inline_peer {
+            None => {
+                self.inline_peer = Some(zone);
+                false
+            }
+            Some(z) => z != zone,
+        }
+    }
+
+    /// The flush is done: the next one starts afresh.
+    pub fn flushed(&mut self) {
+        self.inline_peer = None;
     }
 
     /// Stages `packet` for `zone`; its datagram (`packet.len()` +
@@ -936,6 +963,27 @@ mod tests {
         assert!(!worth_spreading([9000, 4095].into_iter(), MIN_PARALLEL));
         assert!(!worth_spreading([9000, 9000].into_iter(), MIN_PARALLEL - 1));
         assert!(!worth_spreading([90000].into_iter(), 64));
+    }
+
+    /// A flush stages nothing while its packets go to one peer; from the
+    /// first packet for a second peer on, everything is staged (also the
+    /// first peer's later packets), until the flush.
+    #[test]
+    fn staging_starts_with_the_second_peer() {
+        let (a, b) = (ZoneId::peer(0), ZoneId::peer(1));
+        let mut t = TxBatch::default();
+        assert!(!t.wants(a));
+        assert!(!t.wants(a));
+        assert!(t.wants(b));
+        t.stage(b, &[0x45; 20], 0);
+        assert!(
+            t.wants(a),
+            "staging began: the first peer's next packet waits too"
+        );
+        t.items.clear();
+        t.flushed();
+        assert!(!t.wants(b), "a new flush starts afresh");
+        assert!(t.wants(a));
     }
 
     /// Packets staged for four peers (unevenly interleaved) are encrypted
