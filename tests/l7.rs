@@ -486,13 +486,82 @@ fn dns_over_tcp_is_length_prefixed() {
         let mut h = H::new("");
         let (c, s) = (sa(PHONE_C), sa(SERVER_53));
         h.handshake(c, s, PHONE);
-        let q = synth::dns_query(name);
-        let mut data = (q.len() as u16).to_be_bytes().to_vec();
-        data.extend_from_slice(&q);
-        let v = h.stream(c, s, PHONE, &data, &[1]);
+        let v = h.stream(c, s, PHONE, &tcp_dns(name), &[1]);
         assert_eq!(v[0], Verdict::Forward(TUN));
         assert_eq!(matches!(v[1], Verdict::Reject(_)), blocked, "{name}: {v:?}");
     }
+}
+
+/// A DNS message with its 2-byte length prefix (RFC 1035 §4.2.2).
+fn tcp_dns(name: &str) -> Vec<u8> {
+    let q = synth::dns_query(name);
+    let mut data = (q.len() as u16).to_be_bytes().to_vec();
+    data.extend_from_slice(&q);
+    data
+}
+
+#[test]
+fn every_query_on_a_dns_over_tcp_connection_is_decided() {
+    // RFC 7766: several queries may share one connection. After an allowed
+    // first query, a blocked later one blocks the flow: whether it comes in
+    // its own segment, split over two, or in the first query's segment.
+    let guests = |h: &H| DropReason::Rule {
+        chain: Chain::Forward,
+        rule: h.rule("guests-not-example-net"),
+    };
+    let ok = tcp_dns("www.example.org");
+    let bad = tcp_dns("mail.example.net");
+    for cuts in [
+        vec![ok.len()],
+        vec![ok.len(), 5],
+        vec![ok.len() + bad.len()],
+    ] {
+        let mut h = H::new("");
+        let (c, s) = (sa(PHONE_C), sa(SERVER_53));
+        h.handshake(c, s, PHONE);
+        let mut data = ok.clone();
+        data.extend_from_slice(&bad);
+        data.extend_from_slice(&tcp_dns("www.example.com"));
+        let v = h.stream(c, s, PHONE, &data, &cuts);
+        let blocked = Verdict::Reject(guests(&h));
+        let at = v.iter().position(|x| *x == blocked);
+        let want = if cuts.len() == 2 { 2 } else { 1 };
+        let want = if cuts[0] > ok.len() { 0 } else { want };
+        assert_eq!(at, Some(want), "cuts {cuts:?}: {v:?}");
+        assert!(
+            v[..want].iter().all(|x| *x == Verdict::Forward(TUN)),
+            "{v:?}"
+        );
+        // the server is reset, the client told (RST), the flow gone
+        let tx = h.transmits();
+        assert!(
+            tx.contains(&(TUN, Some(RST | ACK))) || tx.contains(&(TUN, Some(RST))),
+            "{tx:?}"
+        );
+        assert!(
+            tx.iter()
+                .any(|(z, f)| *z == PHONE && f.is_some_and(|f| f & RST != 0)),
+            "{tx:?}"
+        );
+        assert_eq!(h.p.conntrack().len(), 0);
+    }
+    // allowed queries keep the connection; each is counted
+    let mut h = H::new("");
+    let (c, s) = (sa(PHONE_C), sa(SERVER_53));
+    h.handshake(c, s, PHONE);
+    let mut data = ok.clone();
+    data.extend_from_slice(&tcp_dns("www.example.com"));
+    data.extend_from_slice(&tcp_dns("a.example.org"));
+    let v = h.stream(c, s, PHONE, &data, &[ok.len(), 9]);
+    assert!(v.iter().all(|x| *x == Verdict::Forward(TUN)), "{v:?}");
+    assert_eq!(h.p.l7_stats().datagrams_decided, 2);
+    // a segment past the bytes read is held back; the retransmission of
+    // read bytes passes
+    let seq = 1001 + data.len() as u32;
+    let gap = tcp(c, s, ACK | PSH, seq + 10, 5001, &ok);
+    assert_eq!(h.send(gap, PHONE), Verdict::Drop(DropReason::L7Pending));
+    let again = tcp(c, s, ACK | PSH, 1001, 5001, &ok);
+    assert_eq!(h.send(again, PHONE), Verdict::Forward(TUN));
 }
 
 #[test]

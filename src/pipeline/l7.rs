@@ -46,7 +46,12 @@
 //! parser never saw; the client retransmits it after the gap is filled
 //! (RFC 9293 §3.10.7.4). Overlapping data keeps the first copy, as the
 //! buffer only grows at its end. Collecting stops with the decision, so an
-//! HTTP keep-alive connection is decided by its first request's Host.
+//! HTTP keep-alive connection is decided by its first request's Host —
+//! except DNS over TCP (RFC 7766 lets a client pipeline many queries on one
+//! connection): an accepted one is read on, every later query decided by
+//! all its question names ([`DnsStream`]; a blocked one cuts the
+//! connection like the first, bytes past those read are dropped so the
+//! server never gets a query the rules did not see).
 //!
 //! Reloads: a flow decided here is re-checked with its recorded name; a
 //! pending flow stays pending while its first candidate still has L7
@@ -86,6 +91,21 @@ struct Pending {
     buf: Vec<u8>,
 }
 
+/// An accepted DNS-over-TCP flow whose later queries are each decided by
+/// their names (RFC 7766: a client may send many on one connection).
+#[derive(Debug)]
+struct DnsStream {
+    orig: FlowKey,
+    chain: Chain,
+    /// The flow's first packet as the rules saw it (after DNAT).
+    first: MatchInput,
+    /// Sequence number of the next client byte.
+    next_seq: u32,
+    /// The client's bytes not yet decided: the start of the next message
+    /// (2-byte length prefix first), at most [`MAX_CLIENT_BYTES`].
+    buf: Vec<u8>,
+}
+
 /// A UDP flow whose client datagrams are each decided by their names.
 #[derive(Debug)]
 struct Watched {
@@ -104,6 +124,8 @@ pub(super) struct L7State {
     /// UDP flows accepted by an L7 decision: every later client datagram is
     /// decided by its own names (see [`Pipeline::l7_datagram`]).
     watched: HashMap<FlowId, Watched>,
+    /// TCP flows accepted by a DNS name: every later query is decided too.
+    dns_streams: HashMap<FlowId, DnsStream>,
     /// Sum of the pending buffers' lengths.
     bytes: usize,
     /// The flow `start` registered last (read right after flow creation).
@@ -123,7 +145,8 @@ pub struct L7Stats {
     pub blocked: u64,
     /// Segments dropped while pending (out of order, or the global bound).
     pub held_back: u64,
-    /// Later datagrams of accepted UDP flows decided by their own names.
+    /// Later DNS queries of accepted flows decided by their own names (UDP
+    /// datagrams, and messages on a TCP connection).
     pub datagrams_decided: u64,
     /// ... of which dropped or rejected.
     pub datagrams_blocked: u64,
@@ -134,7 +157,7 @@ impl L7State {
     /// check).
     #[inline(always)]
     pub(super) fn idle(&self) -> bool {
-        self.pending.is_empty() && self.watched.is_empty()
+        self.pending.is_empty() && self.watched.is_empty() && self.dns_streams.is_empty()
     }
 
     /// Forgets an ended flow (only if the slot still holds that flow).
@@ -149,6 +172,11 @@ impl L7State {
         }
         if !self.watched.is_empty() && self.watched.get(&id).is_some_and(|w| w.orig == *orig) {
             self.watched.remove(&id);
+        }
+        if !self.dns_streams.is_empty()
+            && self.dns_streams.get(&id).is_some_and(|d| d.orig == *orig)
+        {
+            self.dns_streams.remove(&id);
         }
     }
 
@@ -170,6 +198,10 @@ impl L7State {
             w.orig.zone = map(w.orig.zone);
             input(&mut w.first);
         }
+        for d in self.dns_streams.values_mut() {
+            d.orig.zone = map(d.orig.zone);
+            input(&mut d.first);
+        }
     }
 
     fn take(&mut self, id: FlowId) -> Option<Pending> {
@@ -187,6 +219,21 @@ fn to_name(f: FirstName) -> Option<L7Name> {
         FirstName::Qname(n) => Some(L7Name::new(L7Kind::DnsQname, &n)),
         FirstName::None | FirstName::Incomplete => None,
     }
+}
+
+/// The state of flow slot `id` if it belongs to the flow now in that slot
+/// (`orig`: slots are reused); a stale entry is removed.
+fn current<'m, V>(
+    map: &'m mut HashMap<FlowId, V>,
+    id: FlowId,
+    orig: &FlowKey,
+    key: impl Fn(&V) -> &FlowKey,
+) -> Option<&'m mut V> {
+    if key(map.get(&id)?) != orig {
+        map.remove(&id);
+        return None;
+    }
+    map.get_mut(&id)
 }
 
 fn payload<'a>(pkt: &'a [u8], meta: &PacketMeta) -> &'a [u8] {
@@ -321,11 +368,7 @@ impl Pipeline {
         t: &mut T,
     ) -> Option<Verdict> {
         let orig = self.ct.flow(id)?.orig;
-        let w = self.l7.watched.get(&id)?;
-        if w.orig != orig {
-            self.l7.watched.remove(&id);
-            return None;
-        }
+        let w = current(&mut self.l7.watched, id, &orig, |w| &w.orig)?;
         let (chain, first) = (w.chain, w.first);
         let (d, name) = self.l7_names_decision(chain, &first, payload(pkt, meta), now, t);
         self.l7.stats.datagrams_decided += 1;
@@ -409,6 +452,9 @@ impl Pipeline {
         if data.is_empty() {
             return None;
         }
+        if self.l7.dns_streams.contains_key(&id) {
+            return self.l7_dns_stream(id, tcp.seq, pkt, meta, now, t);
+        }
         let orig = self.ct.flow(id)?.orig;
         let total = self.l7.bytes;
         let p = self.l7.pending.get_mut(&id)?;
@@ -475,37 +521,149 @@ impl Pipeline {
         let p = self.l7.take(id)?;
         let d = self.l7_decision(p.chain, &p.first, name.as_ref(), now, t);
         self.l7.stats.decided += 1;
-        let reason = match d.rule {
-            Some(rule) => DropReason::Rule {
-                chain: p.chain,
-                rule,
-            },
-            None => DropReason::Policy(p.chain),
-        };
-        let with = match d.action {
-            Action::Accept => {
-                if let Some(f) = self.ct.flow_mut(id) {
-                    f.rule = d.rule;
-                }
-                self.l7.named.insert(id, (p.orig, name));
-                return None;
+        if d.action != Action::Accept {
+            self.l7.stats.blocked += 1;
+            return Some(self.l7_block((id, p.chain, p.orig.zone), &d, pkt, meta, now, t));
+        }
+        if let Some(f) = self.ct.flow_mut(id) {
+            f.rule = d.rule;
+        }
+        let dns = name.as_ref().is_some_and(|n| n.kind == L7Kind::DnsQname);
+        self.l7.named.insert(id, (p.orig, name));
+        if dns && matches!(meta.l4, L4::Tcp(_)) {
+            // later queries on the connection are decided one by one; the
+            // bytes collected past the first message are the next ones
+            let first_len = p
+                .buf
+                .get(..2)
+                .map_or(0, |l| 2 + usize::from(u16::from_be_bytes([l[0], l[1]])));
+            let rest = p.buf.get(first_len..).unwrap_or(&[]).to_vec();
+            self.l7.dns_streams.insert(
+                id,
+                DnsStream {
+                    orig: p.orig,
+                    chain: p.chain,
+                    first: p.first,
+                    next_seq: p.next_seq,
+                    buf: Vec::new(),
+                },
+            );
+            if !rest.is_empty() {
+                return self.l7_dns_bytes(id, &rest, pkt, meta, now, t);
             }
-            Action::Drop => None,
-            Action::Reject(w) => Some(w),
+        }
+        None
+    }
+
+    /// Drop or reject decided by `chain` for flow `id` (its client in
+    /// `client`) on the client's packet `pkt`: the flow is removed, the
+    /// server reset (it forgets the half-received request), and a reject
+    /// also answers the client.
+    fn l7_block<T: Tracer>(
+        &mut self,
+        (id, chain, client): (FlowId, Chain, ZoneId),
+        d: &Decision,
+        pkt: &mut [u8],
+        meta: &PacketMeta,
+        now: Instant,
+        t: &mut T,
+    ) -> Verdict {
+        let reason = match d.rule {
+            Some(rule) => DropReason::Rule { chain, rule },
+            None => DropReason::Policy(chain),
         };
-        self.l7.stats.blocked += 1;
         let server = self.ct.flow(id).map(|f| (f.egress(), f.orig, f.reply));
         self.ct.remove(id);
-        self.stats.count_rule(p.chain, d.rule, pkt.len());
+        self.stats.count_rule(chain, d.rule, pkt.len());
         if let Some((server, orig, reply)) = server {
             self.reset_receiver(meta, Dir::Original, &orig, &reply, server, now);
         }
-        match with {
-            Some(w) => {
-                self.queue_reply(pkt, meta, w, p.orig.zone, now, t);
-                Some(Verdict::Reject(reason))
+        match d.action {
+            Action::Reject(w) => {
+                self.queue_reply(pkt, meta, w, client, now, t);
+                Verdict::Reject(reason)
             }
-            None => Some(Verdict::Drop(reason)),
+            _ => Verdict::Drop(reason),
+        }
+    }
+
+    /// A client segment of a DNS-over-TCP flow accepted earlier: its bytes
+    /// are read in order and every query they complete is decided by its
+    /// names. A segment past the bytes read so far is dropped (the server
+    /// must not assemble a query the rules did not see; the client
+    /// retransmits), a retransmission of read bytes passes.
+    fn l7_dns_stream<T: Tracer>(
+        &mut self,
+        id: FlowId,
+        seq: u32,
+        pkt: &mut [u8],
+        meta: &PacketMeta,
+        now: Instant,
+        t: &mut T,
+    ) -> Option<Verdict> {
+        let orig = self.ct.flow(id)?.orig;
+        let s = current(&mut self.l7.dns_streams, id, &orig, |s| &s.orig)?;
+        let ahead = seq.wrapping_sub(s.next_seq) as i32;
+        if ahead > 0 {
+            trace_step!(
+                t,
+                "l7",
+                "flow {}: DNS segment beyond the bytes read dropped",
+                id.0
+            );
+            self.l7.stats.held_back += 1;
+            return Some(Verdict::Drop(DropReason::L7Pending));
+        }
+        let new = payload(pkt, meta)
+            .get(ahead.unsigned_abs() as usize..)
+            .unwrap_or(&[])
+            .to_vec();
+        if let Some(s) = self.l7.dns_streams.get_mut(&id) {
+            s.next_seq = s.next_seq.wrapping_add(new.len() as u32);
+        }
+        self.l7_dns_bytes(id, &new, pkt, meta, now, t)
+    }
+
+    /// Adds client bytes to a DNS-over-TCP flow's stream and decides every
+    /// query they complete; the first one blocked blocks the flow (as for
+    /// its first query). A message that would not fit [`MAX_CLIENT_BYTES`]
+    /// is decided with no name.
+    fn l7_dns_bytes<T: Tracer>(
+        &mut self,
+        id: FlowId,
+        bytes: &[u8],
+        pkt: &mut [u8],
+        meta: &PacketMeta,
+        now: Instant,
+        t: &mut T,
+    ) -> Option<Verdict> {
+        let s = self.l7.dns_streams.get_mut(&id)?;
+        s.buf.extend_from_slice(bytes);
+        let (chain, first, orig) = (s.chain, s.first, s.orig);
+        loop {
+            let s = self.l7.dns_streams.get_mut(&id)?;
+            let len = s
+                .buf
+                .get(..2)
+                .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))?;
+            let msg: Vec<u8> = match s.buf.get(2..2 + len) {
+                Some(m) => m.to_vec(),
+                None if s.buf.len() < MAX_CLIENT_BYTES => return None,
+                None => Vec::new(), // too large for a query: no name
+            };
+            let used = (2 + len).min(s.buf.len());
+            s.buf.drain(..used);
+            let (d, name) = self.l7_names_decision(chain, &first, &msg, now, t);
+            self.l7.stats.datagrams_decided += 1;
+            if d.action != Action::Accept {
+                self.l7.stats.datagrams_blocked += 1;
+                self.l7.dns_streams.remove(&id);
+                return Some(self.l7_block((id, chain, orig.zone), &d, pkt, meta, now, t));
+            }
+            if let Some(f) = self.ct.flow_mut(id) {
+                f.rule = d.rule;
+            }
+            self.l7.named.insert(id, (orig, name));
         }
     }
 
