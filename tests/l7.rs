@@ -562,6 +562,36 @@ fn every_query_on_a_dns_over_tcp_connection_is_decided() {
     assert_eq!(h.send(gap, PHONE), Verdict::Drop(DropReason::L7Pending));
     let again = tcp(c, s, ACK | PSH, 1001, 5001, &ok);
     assert_eq!(h.send(again, PHONE), Verdict::Forward(TUN));
+    // half a query is held (counted) until the rest comes
+    let next = tcp_dns("b.example.org");
+    let half = tcp(c, s, ACK | PSH, seq, 5001, &next[..6]);
+    assert_eq!(h.send(half, PHONE), Verdict::Forward(TUN));
+    assert_eq!(h.p.l7_buffered_bytes(), 6);
+    let rest = tcp(c, s, ACK | PSH, seq + 6, 5001, &next[6..]);
+    assert_eq!(h.send(rest, PHONE), Verdict::Forward(TUN));
+    assert_eq!(h.p.l7_buffered_bytes(), 0);
+    assert_eq!(h.p.l7_stats().datagrams_decided, 3);
+    // a message longer than the 16 KiB bound (65,535 bytes) is no query:
+    // decided with no name once the bound is reached, its other bytes are
+    // skipped, and the query after it is read and decided (blocked here)
+    let mut seq = seq + next.len() as u32;
+    let mut big = vec![0xff, 0xff];
+    big.extend_from_slice(&[0u8; 65535]);
+    big.extend_from_slice(&tcp_dns("mail.example.net"));
+    let mut verdicts = Vec::new();
+    for chunk in big.chunks(1200) {
+        verdicts.push(h.send(tcp(c, s, ACK | PSH, seq, 5001, chunk), PHONE));
+        seq += chunk.len() as u32;
+        assert!(h.p.l7_buffered_bytes() <= 16 * 1024 + 1200);
+    }
+    let last = verdicts.pop();
+    assert!(
+        verdicts.iter().all(|v| *v == Verdict::Forward(TUN)),
+        "{verdicts:?}"
+    );
+    assert!(matches!(last, Some(Verdict::Reject(_))), "{last:?}");
+    assert_eq!(h.p.l7_stats().datagrams_decided, 5);
+    assert_eq!(h.p.l7_buffered_bytes(), 0);
 }
 
 #[test]

@@ -104,6 +104,9 @@ struct DnsStream {
     /// The client's bytes not yet decided: the start of the next message
     /// (2-byte length prefix first), at most [`MAX_CLIENT_BYTES`].
     buf: Vec<u8>,
+    /// Bytes of an oversize message still to come, skipped unread (so the
+    /// next message is found where the server will find it).
+    skip: usize,
 }
 
 /// A UDP flow whose client datagrams are each decided by their names.
@@ -176,7 +179,7 @@ impl L7State {
         if !self.dns_streams.is_empty()
             && self.dns_streams.get(&id).is_some_and(|d| d.orig == *orig)
         {
-            self.dns_streams.remove(&id);
+            self.drop_stream(id);
         }
     }
 
@@ -201,6 +204,14 @@ impl L7State {
         for d in self.dns_streams.values_mut() {
             d.orig.zone = map(d.orig.zone);
             input(&mut d.first);
+        }
+    }
+
+    /// Stops reading a DNS-over-TCP flow (its buffered bytes leave the
+    /// global count).
+    fn drop_stream(&mut self, id: FlowId) {
+        if let Some(s) = self.dns_streams.remove(&id) {
+            self.bytes = self.bytes.saturating_sub(s.buf.len());
         }
     }
 
@@ -255,6 +266,12 @@ impl Pipeline {
     /// Flows waiting for their L7 decision.
     pub fn l7_pending(&self) -> usize {
         self.l7.pending.len()
+    }
+
+    /// Client bytes held for L7 decisions (pending flows, and DNS-over-TCP
+    /// queries not complete yet), at most [`MAX_PENDING_BYTES`].
+    pub fn l7_buffered_bytes(&self) -> usize {
+        self.l7.bytes
     }
 
     /// Flow start when the first candidate `d` has L7 predicates (see the
@@ -546,6 +563,7 @@ impl Pipeline {
                     first: p.first,
                     next_seq: p.next_seq,
                     buf: Vec::new(),
+                    skip: 0,
                 },
             );
             if !rest.is_empty() {
@@ -602,22 +620,26 @@ impl Pipeline {
         t: &mut T,
     ) -> Option<Verdict> {
         let orig = self.ct.flow(id)?.orig;
-        let s = current(&mut self.l7.dns_streams, id, &orig, |s| &s.orig)?;
+        let s = self.l7.dns_streams.get(&id)?;
+        if s.orig != orig {
+            self.l7.drop_stream(id);
+            return None;
+        }
         let ahead = seq.wrapping_sub(s.next_seq) as i32;
-        if ahead > 0 {
+        let new = payload(pkt, meta)
+            .get(ahead.unsigned_abs() as usize..)
+            .unwrap_or(&[]);
+        if ahead > 0 || self.l7.bytes.saturating_add(new.len()) > MAX_PENDING_BYTES {
             trace_step!(
                 t,
                 "l7",
-                "flow {}: DNS segment beyond the bytes read dropped",
+                "flow {}: DNS segment beyond the bytes read (or past the buffer bound) dropped",
                 id.0
             );
             self.l7.stats.held_back += 1;
             return Some(Verdict::Drop(DropReason::L7Pending));
         }
-        let new = payload(pkt, meta)
-            .get(ahead.unsigned_abs() as usize..)
-            .unwrap_or(&[])
-            .to_vec();
+        let new = new.to_vec();
         if let Some(s) = self.l7.dns_streams.get_mut(&id) {
             s.next_seq = s.next_seq.wrapping_add(new.len() as u32);
         }
@@ -627,7 +649,10 @@ impl Pipeline {
     /// Adds client bytes to a DNS-over-TCP flow's stream and decides every
     /// query they complete; the first one blocked blocks the flow (as for
     /// its first query). A message that would not fit [`MAX_CLIENT_BYTES`]
-    /// is decided with no name.
+    /// is no query: it is decided with no name when the bound is reached,
+    /// and its remaining bytes are skipped unread, so the messages after it
+    /// are still read and decided. The buffered bytes count against
+    /// [`MAX_PENDING_BYTES`] with the pending flows'.
     fn l7_dns_bytes<T: Tracer>(
         &mut self,
         id: FlowId,
@@ -638,7 +663,11 @@ impl Pipeline {
         t: &mut T,
     ) -> Option<Verdict> {
         let s = self.l7.dns_streams.get_mut(&id)?;
+        let skipped = s.skip.min(bytes.len());
+        s.skip -= skipped;
+        let bytes = bytes.get(skipped..).unwrap_or(&[]);
         s.buf.extend_from_slice(bytes);
+        self.l7.bytes = self.l7.bytes.saturating_add(bytes.len());
         let (chain, first, orig) = (s.chain, s.first, s.orig);
         loop {
             let s = self.l7.dns_streams.get_mut(&id)?;
@@ -646,24 +675,35 @@ impl Pipeline {
                 .buf
                 .get(..2)
                 .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))?;
-            let msg: Vec<u8> = match s.buf.get(2..2 + len) {
-                Some(m) => m.to_vec(),
+            let (msg, oversize): (Vec<u8>, bool) = match s.buf.get(2..2 + len) {
+                Some(m) => (m.to_vec(), false),
                 None if s.buf.len() < MAX_CLIENT_BYTES => return None,
-                None => Vec::new(), // too large for a query: no name
+                None => (Vec::new(), true),
             };
             let used = (2 + len).min(s.buf.len());
             s.buf.drain(..used);
+            s.skip = 2 + len - used;
+            self.l7.bytes = self.l7.bytes.saturating_sub(used);
             let (d, name) = self.l7_names_decision(chain, &first, &msg, now, t);
             self.l7.stats.datagrams_decided += 1;
             if d.action != Action::Accept {
                 self.l7.stats.datagrams_blocked += 1;
-                self.l7.dns_streams.remove(&id);
+                self.l7.drop_stream(id);
                 return Some(self.l7_block((id, chain, orig.zone), &d, pkt, meta, now, t));
             }
             if let Some(f) = self.ct.flow_mut(id) {
                 f.rule = d.rule;
             }
             self.l7.named.insert(id, (orig, name));
+            if oversize {
+                trace_step!(
+                    t,
+                    "l7",
+                    "flow {}: DNS message over {} bytes: no name",
+                    id.0,
+                    MAX_CLIENT_BYTES
+                );
+            }
         }
     }
 
