@@ -594,6 +594,56 @@ fn every_query_on_a_dns_over_tcp_connection_is_decided() {
     assert_eq!(h.p.l7_buffered_bytes(), 0);
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 96, ..Default::default() })]
+    /// However a DNS-over-TCP stream of queries is cut into segments, every
+    /// segment is forwarded up to the one that completes the first blocked
+    /// query, and that one is rejected (or all pass when none is blocked).
+    #[test]
+    fn dns_over_tcp_decisions_do_not_depend_on_segmentation(
+        names in proptest::collection::vec(0usize..4, 1..6),
+        cuts in proptest::collection::vec(1usize..90, 0..12),
+    ) {
+        const NAMES: [(&str, bool); 4] = [
+            ("www.example.org", false),
+            ("a.example.com", false),
+            ("mail.example.net", true),
+            ("x.evil.example.org", true),
+        ];
+        let mut data = Vec::new();
+        let mut block_at = None; // end offset of the first blocked query
+        for &i in &names {
+            data.extend_from_slice(&tcp_dns(NAMES[i].0));
+            if NAMES[i].1 && block_at.is_none() {
+                block_at = Some(data.len());
+            }
+        }
+        let mut h = H::new("");
+        let (c, s) = (sa(PHONE_C), sa(SERVER_53));
+        h.handshake(c, s, PHONE);
+        let v = h.stream(c, s, PHONE, &data, &cuts);
+        // the segment holding byte block_at - 1
+        let mut end = 0usize;
+        let mut want_at = None;
+        for (k, n) in cuts.iter().chain(std::iter::once(&usize::MAX)).enumerate() {
+            end = end.saturating_add(*n).min(data.len());
+            if want_at.is_none() && block_at.is_some_and(|b| end >= b) {
+                want_at = Some(k);
+            }
+            if end == data.len() {
+                break;
+            }
+        }
+        let got_at = v.iter().position(|x| *x != Verdict::Forward(TUN));
+        proptest::prop_assert_eq!(got_at, want_at, "{:?}", v);
+        if let Some(k) = got_at {
+            let blocked = matches!(v[k], Verdict::Reject(_) | Verdict::Drop(DropReason::Rule { .. }));
+            proptest::prop_assert!(blocked, "{:?}", v[k]);
+            proptest::prop_assert_eq!(h.p.conntrack().len(), 0);
+        }
+    }
+}
+
 #[test]
 fn l7_accept_rule_with_drop_policy() {
     // Only ok.example.org is allowed over TLS; everything else is dropped by
