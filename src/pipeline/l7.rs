@@ -247,6 +247,17 @@ fn current<'m, V>(
     map.get_mut(&id)
 }
 
+/// The bytes of a client segment starting at `seq` that lie past those read
+/// so far (`next_seq`; empty for a retransmission), or `Err(gap)` when the
+/// segment starts `gap` bytes beyond them.
+fn unread(data: &[u8], seq: u32, next_seq: u32) -> Result<&[u8], u32> {
+    let ahead = seq.wrapping_sub(next_seq) as i32;
+    if ahead > 0 {
+        return Err(ahead.unsigned_abs());
+    }
+    Ok(data.get(ahead.unsigned_abs() as usize..).unwrap_or(&[]))
+}
+
 fn payload<'a>(pkt: &'a [u8], meta: &PacketMeta) -> &'a [u8] {
     pkt.get(usize::from(meta.payload_offset)..usize::from(meta.total_len))
         .unwrap_or(&[])
@@ -482,20 +493,20 @@ impl Pipeline {
         let seq = tcp
             .seq
             .wrapping_add(u32::from(tcp.flags & tcp_flags::SYN != 0));
-        let ahead = seq.wrapping_sub(p.next_seq) as i32;
-        if ahead > 0 {
-            trace_step!(
-                t,
-                "l7",
-                "flow {}: segment {} bytes beyond the collected stream dropped while pending",
-                id.0,
-                ahead
-            );
-            self.l7.stats.held_back += 1;
-            return Some(Verdict::Drop(DropReason::L7Pending));
-        }
-        let skip = ahead.unsigned_abs() as usize;
-        let new = data.get(skip..).unwrap_or(&[]);
+        let new = match unread(data, seq, p.next_seq) {
+            Ok(new) => new,
+            Err(ahead) => {
+                trace_step!(
+                    t,
+                    "l7",
+                    "flow {}: segment {} bytes beyond the collected stream dropped while pending",
+                    id.0,
+                    ahead
+                );
+                self.l7.stats.held_back += 1;
+                return Some(Verdict::Drop(DropReason::L7Pending));
+            }
+        };
         let take = new.len().min(MAX_CLIENT_BYTES.saturating_sub(p.buf.len()));
         if total.saturating_add(take) > MAX_PENDING_BYTES {
             trace_step!(
@@ -625,11 +636,9 @@ impl Pipeline {
             self.l7.drop_stream(id);
             return None;
         }
-        let ahead = seq.wrapping_sub(s.next_seq) as i32;
-        let new = payload(pkt, meta)
-            .get(ahead.unsigned_abs() as usize..)
-            .unwrap_or(&[]);
-        if ahead > 0 || self.l7.bytes.saturating_add(new.len()) > MAX_PENDING_BYTES {
+        let budget = MAX_PENDING_BYTES.saturating_sub(self.l7.bytes);
+        let unread = unread(payload(pkt, meta), seq, s.next_seq);
+        let Some(new) = unread.ok().filter(|n| n.len() <= budget) else {
             trace_step!(
                 t,
                 "l7",
@@ -638,7 +647,7 @@ impl Pipeline {
             );
             self.l7.stats.held_back += 1;
             return Some(Verdict::Drop(DropReason::L7Pending));
-        }
+        };
         let new = new.to_vec();
         if let Some(s) = self.l7.dns_streams.get_mut(&id) {
             s.next_seq = s.next_seq.wrapping_add(new.len() as u32);
