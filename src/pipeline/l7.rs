@@ -207,6 +207,22 @@ impl L7State {
         }
     }
 
+    /// Appends client bytes read in order to a DNS-over-TCP flow's stream
+    /// (past those of an oversize message still being skipped). The
+    /// buffered bytes count against [`MAX_PENDING_BYTES`] with the pending
+    /// flows'.
+    fn dns_push(&mut self, id: FlowId, bytes: &[u8]) {
+        let Some(s) = self.dns_streams.get_mut(&id) else {
+            return;
+        };
+        s.next_seq = s.next_seq.wrapping_add(bytes.len() as u32);
+        let skipped = s.skip.min(bytes.len());
+        s.skip -= skipped;
+        let kept = bytes.get(skipped..).unwrap_or(&[]);
+        s.buf.extend_from_slice(kept);
+        self.bytes = self.bytes.saturating_add(kept.len());
+    }
+
     /// Stops reading a DNS-over-TCP flow (its buffered bytes leave the
     /// global count).
     fn drop_stream(&mut self, id: FlowId) {
@@ -565,20 +581,22 @@ impl Pipeline {
                 .buf
                 .get(..2)
                 .map_or(0, |l| 2 + usize::from(u16::from_be_bytes([l[0], l[1]])));
-            let rest = p.buf.get(first_len..).unwrap_or(&[]).to_vec();
+            let rest = p.buf.get(first_len..).unwrap_or(&[]);
             self.l7.dns_streams.insert(
                 id,
                 DnsStream {
                     orig: p.orig,
                     chain: p.chain,
                     first: p.first,
-                    next_seq: p.next_seq,
+                    // the stream starts right after the first message
+                    next_seq: p.next_seq.wrapping_sub(rest.len() as u32),
                     buf: Vec::new(),
                     skip: 0,
                 },
             );
             if !rest.is_empty() {
-                return self.l7_dns_bytes(id, &rest, pkt, meta, now, t);
+                self.l7.dns_push(id, rest);
+                return self.l7_dns_decide(id, pkt, meta, now, t);
             }
         }
         None
@@ -648,35 +666,25 @@ impl Pipeline {
             self.l7.stats.held_back += 1;
             return Some(Verdict::Drop(DropReason::L7Pending));
         };
-        let new = new.to_vec();
-        if let Some(s) = self.l7.dns_streams.get_mut(&id) {
-            s.next_seq = s.next_seq.wrapping_add(new.len() as u32);
-        }
-        self.l7_dns_bytes(id, &new, pkt, meta, now, t)
+        self.l7.dns_push(id, new);
+        self.l7_dns_decide(id, pkt, meta, now, t)
     }
 
-    /// Adds client bytes to a DNS-over-TCP flow's stream and decides every
-    /// query they complete; the first one blocked blocks the flow (as for
-    /// its first query). A message that would not fit [`MAX_CLIENT_BYTES`]
-    /// is no query: it is decided with no name when the bound is reached,
-    /// and its remaining bytes are skipped unread, so the messages after it
-    /// are still read and decided. The buffered bytes count against
-    /// [`MAX_PENDING_BYTES`] with the pending flows'.
-    fn l7_dns_bytes<T: Tracer>(
+    /// Decides every query the bytes of a DNS-over-TCP flow's stream
+    /// complete; the first one blocked blocks the flow (as for its first
+    /// query). A message that would not fit [`MAX_CLIENT_BYTES`] is no
+    /// query: it is decided with no name when the bound is reached, and its
+    /// remaining bytes are skipped unread ([`L7State::dns_push`]), so the
+    /// messages after it are still read and decided.
+    fn l7_dns_decide<T: Tracer>(
         &mut self,
         id: FlowId,
-        bytes: &[u8],
         pkt: &mut [u8],
         meta: &PacketMeta,
         now: Instant,
         t: &mut T,
     ) -> Option<Verdict> {
-        let s = self.l7.dns_streams.get_mut(&id)?;
-        let skipped = s.skip.min(bytes.len());
-        s.skip -= skipped;
-        let bytes = bytes.get(skipped..).unwrap_or(&[]);
-        s.buf.extend_from_slice(bytes);
-        self.l7.bytes = self.l7.bytes.saturating_add(bytes.len());
+        let s = self.l7.dns_streams.get(&id)?;
         let (chain, first, orig) = (s.chain, s.first, s.orig);
         loop {
             let s = self.l7.dns_streams.get_mut(&id)?;
