@@ -68,6 +68,10 @@ const IDS_KEYS: &[&str] = &[
 /// peer-sharded decryption can use (a round is at most 256 datagrams), low
 /// enough that a typo does not spawn thousands of threads.
 const MAX_CRYPTO_THREADS: i128 = 256;
+/// `interface.tun_queues` upper bound: the kernel's `MAX_TAP_QUEUES` (256)
+/// is far above what one event loop can feed; a typo must not open
+/// hundreds of queues and threads.
+const MAX_TUN_QUEUES: i128 = 64;
 const INTERFACE_KEYS: &[&str] = &[
     "name",
     "mode",
@@ -78,6 +82,7 @@ const INTERFACE_KEYS: &[&str] = &[
     "private_key_file",
     "user",
     "crypto_threads",
+    "tun_queues",
 ];
 const PEER_KEYS: &[&str] = &[
     "name",
@@ -319,6 +324,9 @@ impl Builder {
             // one per core: a gain with several peers, neutral with one
             // (docs/throughput.md "Multi-core")
             crypto_threads: 0,
+            // one queue written by the loop: writer threads pay off only
+            // with cores to spare (docs/throughput.md "Multi-core")
+            tun_queues: 1,
         };
         let Some(t) = self.section(top, "interface") else {
             if !top.map.contains_key("interface") {
@@ -403,6 +411,9 @@ impl Builder {
         }
         if let Some(n) = self.ctx.int_at(t, "crypto_threads", 0, MAX_CRYPTO_THREADS) {
             iface.crypto_threads = n as u16;
+        }
+        if let Some(n) = self.ctx.int_at(t, "tun_queues", 0, MAX_TUN_QUEUES) {
+            iface.tun_queues = n as u16;
         }
         match self.key_pair(t, "private_key", "private_key_file") {
             KeyOutcome::Key(k) => iface.private_key = k,

@@ -156,6 +156,10 @@ pub struct Interface {
     /// Threads doing WireGuard crypto by peer (0 (default): one per core,
     /// 1: inline; see `wg::parallel`).
     pub crypto_threads: u16,
+    /// TUN queues (multi-queue TUN), each written by its own thread with
+    /// the flows hashed to it (1 (default): one queue, written by the
+    /// loop; 0: one per core; see `io::tun_writer`).
+    pub tun_queues: u16,
 }
 
 impl Interface {
@@ -177,6 +181,7 @@ impl std::fmt::Debug for Interface {
             .field("private_key", &"<redacted>")
             .field("user", &self.user)
             .field("crypto_threads", &self.crypto_threads)
+            .field("tun_queues", &self.tun_queues)
             .finish()
     }
 }

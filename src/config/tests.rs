@@ -1109,6 +1109,21 @@ fn l7_fields_parse_and_invalid_patterns_are_named() {
 }
 
 #[test]
+fn tun_queues_default_bounds_and_type() {
+    let c = load_str(&base(), "/cfg/test.toml").unwrap();
+    assert_eq!(c.interface.tun_queues, 1, "default: one queue");
+    let text = base().replace("[interface]", "[interface]\ntun_queues = 4");
+    assert_eq!(load_str(&text, "t").unwrap().interface.tun_queues, 4);
+    let text = base().replace("[interface]", "[interface]\ntun_queues = 0");
+    assert_eq!(load_str(&text, "t").unwrap().interface.tun_queues, 0);
+    for bad in ["65", "-1", "\"two\""] {
+        let text = base().replace("[interface]", &format!("[interface]\ntun_queues = {bad}"));
+        let e = load_str(&text, "/cfg/test.toml").unwrap_err();
+        assert_problem(&e, "interface.tun_queues", &[]);
+    }
+}
+
+#[test]
 fn crypto_threads_default_bounds_and_type() {
     let c = load_str(&base(), "/cfg/test.toml").unwrap();
     assert_eq!(c.interface.crypto_threads, 0, "default: one per core");

@@ -33,7 +33,7 @@ use super::Shell;
 use crate::wg::{canonical, EncapInto, EncapStatus, DATA_OVERHEAD};
 use crate::zone::ZoneId;
 use anyhow::Context;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
@@ -56,15 +56,7 @@ pub fn want_tun_offload() -> bool {
 
 /// Wraps the TUN device for tokio readiness (non-blocking fd).
 pub fn async_tun(dev: ::tun::Device) -> anyhow::Result<AsyncFd<::tun::Device>> {
-    let fd = dev.as_raw_fd();
-    // SAFETY: fcntl on an fd we own.
-    let ok = unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        fl >= 0 && libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) == 0
-    };
-    if !ok {
-        return Err(std::io::Error::last_os_error()).context("TUN O_NONBLOCK");
-    }
+    set_nonblocking(dev.as_raw_fd()).context("TUN O_NONBLOCK")?;
     // SAFETY: `tun::Device` owns its fd, keeps it open until dropped, and
     // `as_raw_fd` always returns that same fd.
     unsafe { AsyncFd::register_with_interest(dev, Interest::READABLE) }
@@ -77,6 +69,29 @@ pub fn udp_offloads(udp: &std::net::UdpSocket) -> (bool, bool) {
     let gro = std::env::var_os("PORTCULLIS_NO_GRO").is_none() && batch::enable_gro(fd);
     let gso = std::env::var_os("PORTCULLIS_NO_GSO").is_none() && batch::probe_gso(fd);
     (gro, gso)
+}
+
+/// Wraps a further queue of a multi-queue TUN for tokio readiness
+/// (non-blocking fd).
+pub fn async_queue(fd: OwnedFd) -> anyhow::Result<AsyncFd<OwnedFd>> {
+    set_nonblocking(fd.as_raw_fd()).context("TUN queue O_NONBLOCK")?;
+    // SAFETY: `OwnedFd` keeps its fd open until dropped, and `as_raw_fd`
+    // always returns that fd.
+    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("TUN queue async: {e}"))
+}
+
+fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on an open fd.
+    let ok = unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        fl >= 0 && libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Receive buffers for one TUN batch.
@@ -116,9 +131,10 @@ impl TunPool {
     }
 }
 
-/// Reads TUN packets until `EAGAIN` or the pool is full; returns how many.
-pub fn read_tun(
-    mut g: AsyncFdReadyGuard<'_, ::tun::Device>,
+/// Reads TUN packets (of one queue) until `EAGAIN` or the pool is full;
+/// returns how many.
+pub fn read_tun<T: AsRawFd>(
+    mut g: AsyncFdReadyGuard<'_, T>,
     pool: &mut TunPool,
 ) -> std::io::Result<usize> {
     pool.lens.clear();
@@ -127,7 +143,7 @@ pub fn read_tun(
         let Some(slot) = pool.buf.get_mut(start..start + pool.slot) else {
             break;
         };
-        match g.try_io(|t| t.get_ref().recv(slot)) {
+        match g.try_io(|t| read_fd(t.get_ref().as_raw_fd(), slot)) {
             Ok(Ok(n)) => pool.lens.push(n),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Ok(Err(e)) => {
@@ -142,7 +158,35 @@ pub fn read_tun(
     Ok(pool.lens.len())
 }
 
+/// One `read`.
+fn read_fd(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    // SAFETY: reads at most `buf.len()` bytes into `buf`.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
+}
+
 impl Shell {
+    /// Reads a batch from TUN queue `q` (0: the device, then `tun_more`)
+    /// into `pool`; counts it by queue.
+    pub(super) async fn read_tun_queue(
+        &mut self,
+        q: usize,
+        pool: &mut TunPool,
+    ) -> std::io::Result<()> {
+        let n = match (q.checked_sub(1), &self.tun) {
+            (None, Some(t)) => read_tun(t.readable().await?, pool)?,
+            (Some(m), _) => match self.tun_more.get(m) {
+                Some(f) => read_tun(f.readable().await?, pool)?,
+                None => 0,
+            },
+            (None, None) => 0,
+        };
+        if let Some(c) = self.counters.tun_rx_by_queue.get_mut(q) {
+            *c += n as u64;
+        }
+        Ok(())
+    }
+
     /// Runs a TUN batch through the pipeline.
     pub(super) async fn on_tun_batch(&mut self, pool: &mut TunPool) {
         self.counters.tun_rx_batches += 1;
@@ -304,9 +348,9 @@ impl Shell {
 
     /// Queues a packet for the TUN (coalesced at the flush).
     pub(super) fn queue_tun(&mut self, pkt: &[u8]) {
-        if !self.tun_tx.push(pkt) {
+        if !self.tun_out.push(pkt) {
             self.flush_tun();
-            if !self.tun_tx.push(pkt) {
+            if !self.tun_out.push(pkt) {
                 self.counters.send_errors += 1;
             }
         }
@@ -319,15 +363,8 @@ impl Shell {
             return;
         };
         let mut rep = TunTxReport::default();
-        // experimental: the writer thread writes it (see `tun_writer`)
-        let handed = !self.tun_tx.is_empty()
-            && self
-                .tun_writer
-                .as_mut()
-                .is_some_and(|w| w.hand_over(&mut self.tun_tx, &mut rep));
-        if !handed {
-            self.tun_tx.flush(tun.get_ref().as_raw_fd(), &mut rep);
-        }
+        // by queue: the queues' writer threads, or the loop (`tun_writer`)
+        self.tun_out.flush(tun.get_ref().as_raw_fd(), &mut rep);
         self.counters.tun_tx += rep.packets;
         self.counters.tun_tx_writes += rep.writes;
         self.counters.tun_tx_uso += rep.uso;

@@ -104,6 +104,9 @@ pub struct RunSettings {
     pub user: Option<String>,
     /// `interface.crypto_threads` (0: one per core, 1: inline).
     pub crypto_threads: u16,
+    /// `interface.tun_queues` (1: one queue, written by the loop; 0: one
+    /// per core; more: a multi-queue TUN with a writer thread per queue).
+    pub tun_queues: u16,
     pub pipeline: PipelineConfig,
     /// TUN device or the userspace stack.
     pub mode: crate::config::Mode,
@@ -150,6 +153,8 @@ pub struct IoCounters {
     /// on the crypto threads, and those packets.
     pub udp_tx_parallel_rounds: u64,
     pub udp_tx_parallel: u64,
+    /// Packets read from each TUN queue (`interface.tun_queues`).
+    pub tun_rx_by_queue: Vec<u64>,
     /// Drops and rejects by reason name (`kill_switch`, `spoofed_source`, ...).
     pub drops: BTreeMap<&'static str, u64>,
 }
@@ -178,15 +183,27 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     let bypass = bypass::Bypass::from_env(&settings, netstack_mode);
     // netstack mode has no TUN (and so no vnet header)
     let tun_vnet = !netstack_mode && batched::want_tun_offload();
-    let dev = if netstack_mode {
-        None
+    // writer threads need the vnet header (their batches are coalesced)
+    let queues = match (netstack_mode, tun_vnet, settings.tun_queues) {
+        (true, ..) => 0,
+        (_, false, _) | (_, _, 1) => 1,
+        (_, _, 0) => std::thread::available_parallelism().map_or(1, usize::from),
+        (.., n) => usize::from(n),
+    };
+    if !netstack_mode && !tun_vnet && settings.tun_queues != 1 {
+        tracing::warn!("interface.tun_queues needs the TUN offloads (PORTCULLIS_NO_TUN_OFFLOAD is set): one queue");
+    }
+    let (dev, more_queues) = if netstack_mode {
+        (None, Vec::new())
     } else {
-        Some(tun::open_tun_with(
+        let (d, more) = tun::open_tun_queues(
             &settings.tun_name,
             settings.mtu,
             &settings.addresses,
             tun_vnet,
-        )?)
+            queues,
+        )?;
+        (Some(d), more)
     };
     let (udp, dual) = tun::bind_udp(settings.wg.listen_port)?;
     let eve = match &settings.eve_log {
@@ -283,27 +300,28 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             tcp: tun_vnet,
             udp: tun_vnet && tun_uso,
         };
-        let tun_writer = match (&tun, tun_vnet && tun_writer::wanted()) {
-            (Some(t), true) => {
-                use std::os::fd::AsRawFd;
-                match tun_writer::TunWriter::start(t.get_ref().as_raw_fd(), tun_coalesce) {
-                    Ok(w) => {
-                        tracing::warn!("{}=1: experimental: TUN writes on their own thread", tun_writer::ENV);
-                        Some(w)
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "TUN writer thread unavailable: writing from the loop");
-                        None
-                    }
-                }
+        let mut tun_out = tun_writer::TunOut::inline(tun_coalesce);
+        if let (Some(t), false) = (&tun, more_queues.is_empty()) {
+            use std::os::fd::AsRawFd;
+            let fds: Vec<_> = std::iter::once(t.get_ref().as_raw_fd())
+                .chain(more_queues.iter().map(AsRawFd::as_raw_fd))
+                .collect();
+            match tun_writer::TunOut::start(&fds, tun_coalesce, hk.0 ^ 0x7475_6e71) {
+                Ok(o) => tun_out = o,
+                Err(e) => tracing::warn!(error = %e, "TUN writer threads unavailable: the loop writes every queue"),
             }
-            _ => None,
-        };
+        }
+        let tun_more = more_queues
+            .into_iter()
+            .map(batched::async_queue)
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let (gro, gso) = batched::udp_offloads(&udp);
         tracing::info!(
             udp_gro = gro,
             udp_gso = gso,
             tun_vnet_hdr = tun_vnet,
+            tun_queues = 1 + tun_more.len(),
+            tun_writer_threads = tun_out.threads(),
             "batched IO"
         );
         let udp = tokio::net::UdpSocket::from_std(udp).context("UDP async")?;
@@ -359,6 +377,7 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             health,
             health_rx,
             tun,
+            tun_more,
             net,
             net_deadline: None,
             udp,
@@ -371,8 +390,7 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             tx: batch::UdpTx::new(gso),
             rx_gro: gro,
             tun_vnet,
-            tun_tx: offload::TunTx::new(tun_coalesce),
-            tun_writer,
+            tun_out,
             dec: vec![0; crate::wg::BUF_LEN],
             crypto,
             rxb: RxBatch::default(),
@@ -402,6 +420,8 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
 struct Shell {
     /// The TUN device (TUN mode), under our own readiness (see `batched`).
     tun: Option<tokio::io::unix::AsyncFd<::tun::Device>>,
+    /// The TUN's further queues (`interface.tun_queues` > 1), read as `tun`.
+    tun_more: Vec<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
     /// The userspace stack and its host sockets (netstack mode).
     net: Option<netstack::NetShell>,
     /// When the netstack's timers want to run next.
@@ -420,11 +440,10 @@ struct Shell {
     /// Datagrams collected during one batch, sent by `flush_tx`.
     tx: batch::UdpTx,
     rx_gro: bool,
-    /// The TUN has IFF_VNET_HDR: writes are queued in `tun_tx` (coalesced).
+    /// The TUN has IFF_VNET_HDR: writes are queued in `tun_out` (coalesced,
+    /// by queue; written by the queues' threads when there are several).
     tun_vnet: bool,
-    tun_tx: offload::TunTx,
-    /// Experimental (`PORTCULLIS_TUN_THREAD=1`): the thread that writes `tun_tx`.
-    tun_writer: Option<tun_writer::TunWriter>,
+    tun_out: tun_writer::TunOut,
     /// Decryption buffer (no allocation per packet).
     dec: Vec<u8>,
     /// Crypto threads (`interface.crypto_threads`) and the state of one
@@ -481,6 +500,8 @@ impl Shell {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_housekeeping = Instant::now();
         let mut tun_pool = batched::TunPool::new(self.settings.mtu, self.tun_vnet);
+        let mut tun_next = 0;
+        self.counters.tun_rx_by_queue = vec![0; 1 + self.tun_more.len()];
         let mut rx = batch::UdpRx::new(self.rx_gro, crate::wg::MAX_PACKET);
         self.restart_health_checks();
         loop {
@@ -498,8 +519,11 @@ impl Shell {
                 Some(sc) = self.scrape_rx.recv() => {
                     let _ = sc.reply.send(self.render_metrics());
                 }
-                r = tun_readable(&self.tun) => {
-                    batched::read_tun(r.context("TUN wait")?, &mut tun_pool).context("TUN read")?;
+                q = tun_readable(&self.tun, &self.tun_more, tun_next) => {
+                    let q = q.context("TUN wait")?;
+                    // the next wait starts with the next queue (fairness)
+                    tun_next = q + 1;
+                    self.read_tun_queue(q, &mut tun_pool).await.context("TUN read")?;
                     self.on_tun_batch(&mut tun_pool).await;
                 }
                 r = self.udp.readable() => {
@@ -542,7 +566,7 @@ impl Shell {
             if !self.tx.is_empty() {
                 self.flush_tx().await;
             }
-            if !self.tun_tx.is_empty() {
+            if !self.tun_out.is_empty() {
                 self.flush_tun();
             }
         }
@@ -606,6 +630,16 @@ impl Shell {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        if c.tun_rx_by_queue.len() > 1 {
+            // per queue of a multi-queue TUN: packets read, packets queued
+            // for writing (`tun_writer`)
+            for (q, n) in c.tun_rx_by_queue.iter().enumerate() {
+                m.insert(format!("tun_rx_q{q}"), *n);
+            }
+            for (q, n) in self.tun_out.queued.iter().enumerate() {
+                m.insert(format!("tun_tx_q{q}"), *n);
+            }
+        }
         for (k, v) in &c.drops {
             m.insert(format!("drop_{k}"), *v);
         }
@@ -1109,6 +1143,7 @@ impl RunSettings {
             },
             user: c.interface.user.clone(),
             crypto_threads: c.interface.crypto_threads,
+            tun_queues: c.interface.tun_queues,
             pipeline: PipelineConfig::from_config(c),
             mode: c.interface.mode,
             netstack: c.netstack.clone(),
@@ -1135,13 +1170,39 @@ impl RunSettings {
 }
 
 /// The TUN's read readiness, or never (netstack mode).
+/// Waits until a TUN queue is readable and returns its number (0: `tun`,
+/// then `more`), looking at the queues from `start` on; never in netstack
+/// mode.
 async fn tun_readable(
     tun: &Option<tokio::io::unix::AsyncFd<::tun::Device>>,
-) -> std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, ::tun::Device>> {
-    match tun {
-        Some(t) => t.readable().await,
-        None => std::future::pending().await,
-    }
+    more: &[tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>],
+    start: usize,
+) -> std::io::Result<usize> {
+    use std::task::Poll;
+    let Some(tun) = tun else {
+        return std::future::pending().await;
+    };
+    let n = 1 + more.len();
+    std::future::poll_fn(|cx| {
+        for i in 0..n {
+            let q = (start + i) % n;
+            // a guard dropped without `clear_ready` leaves the readiness
+            // set: the read that follows finds it
+            let ready = match q.checked_sub(1) {
+                None => tun.poll_read_ready(cx).map_ok(drop),
+                Some(m) => match more.get(m) {
+                    Some(f) => f.poll_read_ready(cx).map_ok(drop),
+                    None => Poll::Pending,
+                },
+            };
+            match ready {
+                Poll::Ready(r) => return Poll::Ready(r.map(|()| q)),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// The next host-side happening, or never (TUN mode).

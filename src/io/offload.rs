@@ -305,7 +305,7 @@ pub const MAX_UDP_SEGMENTS: usize = 64;
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
 
-fn be16(p: &[u8], at: usize) -> Option<u16> {
+pub(super) fn be16(p: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*p.get(at)?, *p.get(at + 1)?]))
 }
 

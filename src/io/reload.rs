@@ -146,6 +146,7 @@ pub fn needs_restart(old: &RunSettings, new: &RunSettings) -> Vec<String> {
         old.crypto_threads != new.crypto_threads,
         "interface.crypto_threads",
     );
+    check(old.tun_queues != new.tun_queues, "interface.tun_queues");
     check(old.ops.control != new.ops.control, "[control]");
     check(old.ops.metrics != new.ops.metrics, "metrics.listen");
     check(

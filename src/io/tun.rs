@@ -26,6 +26,7 @@ use anyhow::{anyhow, bail, Context};
 use ipnetwork::IpNetwork;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 
 /// Opens and configures the TUN device (synchronous; no runtime needed).
 pub fn open_tun(name: &str, mtu: u16, addresses: &[IpNetwork]) -> anyhow::Result<tun::Device> {
@@ -40,6 +41,24 @@ pub fn open_tun_with(
     addresses: &[IpNetwork],
     vnet_hdr: bool,
 ) -> anyhow::Result<tun::Device> {
+    Ok(open_tun_queues(name, mtu, addresses, vnet_hdr, 1)?.0)
+}
+
+/// [`open_tun_with`] with `queues` queues: more than one makes a
+/// multi-queue device (`IFF_MULTI_QUEUE`, one fd per queue): the first
+/// queue is the returned device, the others are the fds after it. The
+/// kernel spreads the packets it hands over among the queues (by the queue
+/// that last wrote each flow, else by flow hash), and every queue may be
+/// written. The `tun` crate creates single-queue devices only, so a
+/// multi-queue device is created here (`TUNSETIFF` once per queue, the same
+/// flags each time) and the crate takes over its first fd to configure it.
+pub fn open_tun_queues(
+    name: &str,
+    mtu: u16,
+    addresses: &[IpNetwork],
+    vnet_hdr: bool,
+    queues: usize,
+) -> anyhow::Result<(tun::Device, Vec<OwnedFd>)> {
     let mut cfg = tun::Configuration::default();
     cfg.tun_name(name).mtu(mtu).up();
     #[cfg(target_os = "linux")]
@@ -54,9 +73,23 @@ pub fn open_tun_with(
     if let Some(n) = first_v4 {
         cfg.address(n.ip()).netmask(n.mask());
     }
-    let dev = tun::create(&cfg).with_context(|| {
-        format!("cannot create TUN device {name:?} (needs CAP_NET_ADMIN and /dev/net/tun)")
-    })?;
+    let context =
+        || format!("cannot create TUN device {name:?} (needs CAP_NET_ADMIN and /dev/net/tun)");
+    let (dev, more) = if queues <= 1 {
+        (tun::create(&cfg).with_context(context)?, Vec::new())
+    } else {
+        let mut fds = (0..queues)
+            .map(|_| attach_queue(name, vnet_hdr))
+            .collect::<std::io::Result<Vec<OwnedFd>>>()
+            .with_context(|| format!("{} ({queues} queues)", context()))?;
+        let first = fds.remove(0);
+        cfg.raw_fd(first.into_raw_fd());
+        let mut dev = tun::create(&cfg).with_context(context)?;
+        // the crate configures only the devices it opens itself
+        tun::AbstractDevice::configure(&mut dev, &cfg)
+            .with_context(|| format!("cannot configure TUN device {name:?}"))?;
+        (dev, fds)
+    };
     for n in v4 {
         let out = std::process::Command::new("ip")
             .args(["-4", "addr", "add", &n.to_string(), "dev", name])
@@ -75,7 +108,44 @@ pub fn open_tun_with(
                 .with_context(|| format!("cannot add {a} to {name} (is IPv6 disabled?)"))?;
         }
     }
-    Ok(dev)
+    Ok((dev, more))
+}
+
+/// Opens `/dev/net/tun` and attaches the fd as one queue of the multi-queue
+/// TUN device `name` (created by the first call): layer 3, no packet
+/// information, optionally the vnet header.
+fn attach_queue(name: &str, vnet_hdr: bool) -> std::io::Result<OwnedFd> {
+    let cname = std::ffi::CString::new(name)?;
+    let bytes = cname.as_bytes_with_nul();
+    if bytes.len() > libc::IFNAMSIZ {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
+    }
+    // SAFETY: a plain open of a path literal.
+    let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd, owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    let mut flags = libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE;
+    if vnet_hdr {
+        flags |= libc::IFF_VNET_HDR;
+    }
+    req.ifr_ifru.ifru_flags = flags as libc::c_short;
+    // SAFETY: TUNSETIFF takes a pointer to an ifreq that lives across the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut req) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
 }
 
 /// Adds an IPv6 address to an interface with the SIOCSIFADDR ioctl.
@@ -94,7 +164,6 @@ pub fn add_ipv6(ifname: &str, addr: Ipv6Addr, prefix: u8) -> anyhow::Result<()> 
         ifr6_prefixlen: u32::from(prefix),
         ifr6_ifindex: index as libc::c_int,
     };
-    use std::os::fd::AsRawFd;
     // SAFETY: SIOCSIFADDR on an AF_INET6 socket takes a pointer to in6_ifreq.
     let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR as _, &req) };
     if rc != 0 {
