@@ -27,9 +27,10 @@
 //! USO) and written at the same point.
 //! `PORTCULLIS_NO_GRO`, `PORTCULLIS_NO_GSO`, `PORTCULLIS_NO_TUN_OFFLOAD` turn
 //! each offload off (comparisons, broken drivers). `PORTCULLIS_BENCH_BYPASS=1`
-//! skips the pipeline altogether (benchmarks only: [`bypass`]);
-//! `PORTCULLIS_TUN_THREAD=1` writes the TUN from a second thread
-//! (experimental: [`tun_writer`]). `[interface] crypto_threads` > 1 spreads
+//! skips the pipeline altogether (benchmarks only: [`bypass`]).
+//! `[interface] tun_queues` > 1 opens a multi-queue TUN: the loop reads every
+//! queue and each queue is written by its own thread, flows hashed to queues
+//! ([`tun_writer`]). `[interface] crypto_threads` > 1 spreads
 //! the WireGuard crypto of a batch over threads by peer
 //! ([`crate::wg::parallel`]); the pipeline stays on the loop. Netstack mode has no TUN
 //! (the TUN arm of the loop never fires, nothing is queued for it) but uses

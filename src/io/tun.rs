@@ -13,6 +13,11 @@
 //!   the ioctl interface can only replace the primary IPv4 address; adding
 //!   secondaries needs rtnetlink, which this crate does not implement.
 //!
+//! With `interface.tun_queues` > 1 the device is multi-queue
+//! (`IFF_MULTI_QUEUE`): created here with one `TUNSETIFF` per queue, since
+//! the crate opens single-queue devices only, then configured by the crate
+//! through its first fd ([`open_tun_queues`]).
+//!
 //! Because the device is not persistent, it disappears with the last fd, that
 //! is when the process exits for any reason (clean shutdown, crash, SIGKILL):
 //! its addresses and connected routes go with it, and nothing is left that
