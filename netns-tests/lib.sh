@@ -91,6 +91,30 @@ in_ns() { local n="$1"; shift; ip netns exec "pl${ID}-$n" "$@"; }
 # portcullis ctl against the lab gateway's control socket
 ctl() { "$PORTCULLIS_BIN" ctl --socket "$S/control.sock" "$@"; }
 
+# Prints the gateway's io counters named in $@ (ctl stats --json; -1 for
+# one it does not have).
+ctl_io() {
+  ctl stats --json | python3 -c 'import json,sys; io=json.load(sys.stdin)["io"]; print(*[io.get(k, -1) for k in sys.argv[1:]])' "$@"
+}
+
+# Both clients (lab --client2) upload at once with iperf3 for SECONDS, each
+# to its own server port (5201, 5202); each must move more than 1 MB.
+uploads_at_once() { # SECONDS
+  local t="$1" c port up
+  for c in client client2; do
+    port=5201; [ "$c" = client2 ] && port=5202
+    in_ns "$c" timeout 30 iperf3 -c "$SERVER" -p "$port" -t "$t" -J > "$S/up-$c.json" 2>&1 &
+    echo $! > "$S/up-$c.pid"
+  done
+  for c in client client2; do
+    wait "$(cat "$S/up-$c.pid")" || fail "$c: iperf3 upload failed: $(tail -c 400 "$S/up-$c.json")"
+    up="$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["end"]["sum_received"]["bytes"]))' "$S/up-$c.json")" \
+      || fail "$c: no iperf3 result: $(tail -c 400 "$S/up-$c.json")"
+    [ "$up" -gt 1000000 ] || fail "$c: uploaded only $up bytes in $t s"
+    ok "$c: uploaded $up bytes in $t s while the other client uploaded too"
+  done
+}
+
 # After editing $S/gateway.toml: keep it readable by the gateway (nobody).
 cfg_perms() { chgrp "$(id -gn nobody)" "$S/gateway.toml"; chmod 0640 "$S/gateway.toml"; }
 

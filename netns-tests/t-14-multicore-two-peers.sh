@@ -48,18 +48,7 @@ for c in client client2; do
 done
 # and the other way at the same time: both upload for 3 s (iperf3; the
 # gateway decrypts full-size packets from two peers: the rounds worth spreading)
-for c in client client2; do
-  port=5201; [ "$c" = client2 ] && port=5202
-  in_ns "$c" timeout 30 iperf3 -c "$SERVER" -p "$port" -t 3 -J > "$S/up-$c.json" 2>&1 &
-  echo $! > "$S/up-$c.pid"
-done
-for c in client client2; do
-  wait "$(cat "$S/up-$c.pid")" || fail "$c: iperf3 upload failed: $(tail -c 400 "$S/up-$c.json")"
-  up="$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["end"]["sum_received"]["bytes"]))' "$S/up-$c.json")" \
-    || fail "$c: no iperf3 result: $(tail -c 400 "$S/up-$c.json")"
-  [ "$up" -gt 1000000 ] || fail "$c: uploaded only $up bytes in 3 s"
-  ok "$c: uploaded $up bytes in 3 s while the other client uploaded too"
-done
+uploads_at_once 3
 ctl stats --json > "$S/stats.json" || fail "ctl stats failed"
 read -r rounds par rx trounds tpar tx < <(python3 -c 'import json,sys; io=json.load(open(sys.argv[1]))["io"]; print(io["udp_rx_parallel_rounds"], io["udp_rx_parallel"], io["udp_rx"], io["udp_tx_parallel_rounds"], io["udp_tx_parallel"], io["udp_tx"])' "$S/stats.json") \
   || fail "ctl stats --json lacks the parallel counters: $(head -c 400 "$S/stats.json")"

@@ -21,10 +21,6 @@ writers="$(cat /proc/"$GW_PID"/task/*/comm | grep -c '^tun-writer-')" || true
 [ "$writers" = 2 ] || fail "expected 2 tun-writer threads, found ${writers:-0}"
 ok "2 tun-writer threads running"
 
-io() { # prints the io counters named in $@ (ctl stats --json)
-  ctl stats --json | python3 -c 'import json,sys; io=json.load(sys.stdin)["io"]; print(*[io.get(k, -1) for k in sys.argv[1:]])' "$@"
-}
-
 head -c $((4 * 1024 * 1024)) /dev/urandom > "$S/www/mq.bin"
 want="$(sha256sum "$S/www/mq.bin" | awk '{print $1}')"
 for i in $(seq 12); do
@@ -37,7 +33,7 @@ for i in $(seq 12); do
   [ "$got" = "$want" ] || fail "download $i differs (server $want, client $got)"
 done
 ok "12 downloads of 4 MB at once, all intact"
-read -r rx0 rx1 < <(io tun_rx_q0 tun_rx_q1) || fail "ctl stats failed"
+read -r rx0 rx1 < <(ctl_io tun_rx_q0 tun_rx_q1) || fail "ctl stats failed"
 [ "$rx0" -gt 100 ] && [ "$rx1" -gt 100 ] || fail "the loop did not read both queues (tun_rx_q0=$rx0, tun_rx_q1=$rx1)"
 ok "packets read from queue 0: $rx0, queue 1: $rx1"
 
@@ -45,7 +41,7 @@ in_ns client timeout 30 iperf3 -c "$SERVER" -p 5201 -t 3 -P 16 -J > "$S/up16.jso
 up="$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["end"]["sum_received"]["bytes"]))' "$S/up16.json")" \
   || fail "no iperf3 result: $(tail -c 400 "$S/up16.json")"
 [ "$up" -gt 1000000 ] || fail "16 uploads moved only $up bytes in 3 s"
-read -r tx0 tx1 tx errs < <(io tun_tx_q0 tun_tx_q1 tun_tx send_errors)
+read -r tx0 tx1 tx errs < <(ctl_io tun_tx_q0 tun_tx_q1 tun_tx send_errors)
 [ "$tx0" -gt 1000 ] && [ "$tx1" -gt 1000 ] || fail "writes did not spread over both queues (tun_tx_q0=$tx0, tun_tx_q1=$tx1)"
 [ $((tx0 + tx1)) -ge "$tx" ] || fail "more packets written ($tx) than queued ($tx0 + $tx1)"
 [ "$errs" = 0 ] || fail "send_errors=$errs"
@@ -53,9 +49,9 @@ ok "16 uploads at once: $up bytes; packets queued for writing on queue 0: $tx0, 
 
 # one flow alone: its packets are written to one queue, and the kernel hands
 # its replies (the server's ACKs) back on that same queue
-read -r a0 a1 b0 b1 < <(io tun_tx_q0 tun_tx_q1 tun_rx_q0 tun_rx_q1)
+read -r a0 a1 b0 b1 < <(ctl_io tun_tx_q0 tun_tx_q1 tun_rx_q0 tun_rx_q1)
 in_ns client timeout 30 iperf3 -c "$SERVER" -p 5201 -t 2 -J > "$S/up1.json" 2>&1 || fail "iperf3 failed: $(tail -c 400 "$S/up1.json")"
-read -r c0 c1 d0 d1 < <(io tun_tx_q0 tun_tx_q1 tun_rx_q0 tun_rx_q1)
+read -r c0 c1 d0 d1 < <(ctl_io tun_tx_q0 tun_tx_q1 tun_rx_q0 tun_rx_q1)
 w0=$((c0 - a0)); w1=$((c1 - a1)); r0=$((d0 - b0)); r1=$((d1 - b1))
 if [ "$w0" -gt "$w1" ]; then wq=0; wmain=$w0; wall=$((w0 + w1)); rmain=$r0; else wq=1; wmain=$w1; wall=$((w0 + w1)); rmain=$r1; fi
 rall=$((r0 + r1))

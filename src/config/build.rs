@@ -72,6 +72,8 @@ const MAX_CRYPTO_THREADS: i128 = 256;
 /// is far above what one event loop can feed; a typo must not open
 /// hundreds of queues and threads.
 const MAX_TUN_QUEUES: i128 = 64;
+/// `interface.udp_sockets` upper bound (the same reasoning).
+const MAX_UDP_SOCKETS: i128 = 64;
 const INTERFACE_KEYS: &[&str] = &[
     "name",
     "mode",
@@ -83,6 +85,7 @@ const INTERFACE_KEYS: &[&str] = &[
     "user",
     "crypto_threads",
     "tun_queues",
+    "udp_sockets",
 ];
 const PEER_KEYS: &[&str] = &[
     "name",
@@ -327,6 +330,7 @@ impl Builder {
             // one queue written by the loop: writer threads pay off only
             // with cores to spare (docs/throughput.md "Multi-core")
             tun_queues: 1,
+            udp_sockets: 1,
         };
         let Some(t) = self.section(top, "interface") else {
             if !top.map.contains_key("interface") {
@@ -414,6 +418,9 @@ impl Builder {
         }
         if let Some(n) = self.ctx.int_at(t, "tun_queues", 0, MAX_TUN_QUEUES) {
             iface.tun_queues = n as u16;
+        }
+        if let Some(n) = self.ctx.int_at(t, "udp_sockets", 0, MAX_UDP_SOCKETS) {
+            iface.udp_sockets = n as u16;
         }
         match self.key_pair(t, "private_key", "private_key_file") {
             KeyOutcome::Key(k) => iface.private_key = k,

@@ -160,6 +160,10 @@ pub struct Interface {
     /// the flows hashed to it (1 (default): one queue, written by the
     /// loop; 0: one per core; see `io::tun_writer`).
     pub tun_queues: u16,
+    /// WireGuard UDP sockets on the listen port (`SO_REUSEPORT`), each read
+    /// by its own thread (1 (default): one socket, read by the loop; 0: one
+    /// per core; see `io::udp_readers`).
+    pub udp_sockets: u16,
 }
 
 impl Interface {
@@ -182,6 +186,7 @@ impl std::fmt::Debug for Interface {
             .field("user", &self.user)
             .field("crypto_threads", &self.crypto_threads)
             .field("tun_queues", &self.tun_queues)
+            .field("udp_sockets", &self.udp_sockets)
             .finish()
     }
 }

@@ -1109,6 +1109,19 @@ fn l7_fields_parse_and_invalid_patterns_are_named() {
 }
 
 #[test]
+fn udp_sockets_default_bounds_and_type() {
+    let c = load_str(&base(), "/cfg/test.toml").unwrap();
+    assert_eq!(c.interface.udp_sockets, 1, "default: one socket");
+    let text = base().replace("[interface]", "[interface]\nudp_sockets = 3");
+    assert_eq!(load_str(&text, "t").unwrap().interface.udp_sockets, 3);
+    for bad in ["65", "-2", "true"] {
+        let text = base().replace("[interface]", &format!("[interface]\nudp_sockets = {bad}"));
+        let e = load_str(&text, "/cfg/test.toml").unwrap_err();
+        assert_problem(&e, "interface.udp_sockets", &[]);
+    }
+}
+
+#[test]
 fn tun_queues_default_bounds_and_type() {
     let c = load_str(&base(), "/cfg/test.toml").unwrap();
     assert_eq!(c.interface.tun_queues, 1, "default: one queue");

@@ -154,6 +154,13 @@ pub struct UdpRx {
     slot: usize,
 }
 
+// SAFETY: the raw pointers in `iovs` and `hdrs` point only into this
+// value's own heap buffers (`bufs`, `names`, `ctrl`, `iovs`), which do not
+// move when the value moves, and `recv` rewrites all of them before every
+// `recvmmsg`; the value is moved whole between threads (`io::udp_readers`),
+// never shared, so no pointer is used by two threads.
+unsafe impl Send for UdpRx {}
+
 impl UdpRx {
     /// Buffers for [`RX_BATCH`] messages; `gro`: whether GRO is on (each
     /// buffer then holds [`RX_BUF`] bytes, else `mtu_datagram` bytes).

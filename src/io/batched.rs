@@ -247,29 +247,7 @@ impl Shell {
         for _ in 0..UDP_ROUNDS {
             match self.udp.try_io(Interest::READABLE, || rx.recv(fd)) {
                 Ok(n) => {
-                    self.counters.udp_rx_calls += 1;
-                    // one round: its data messages are decrypted by peer on
-                    // the crypto threads, then every datagram goes through
-                    // the pipeline in arrival order (`wg::parallel`); one
-                    // clock read per `recvmmsg` batch
-                    let now = Instant::now();
-                    let mut round = Vec::with_capacity(n);
-                    for i in 0..n {
-                        let Some((from, data, seg)) = rx.message(i) else {
-                            break;
-                        };
-                        let from = canonical(from);
-                        round.extend(batch::segments(data, seg).map(|d| (from, d)));
-                    }
-                    let mut rxb = std::mem::take(&mut self.rxb);
-                    self.wg.predecrypt(&self.crypto, &round, &mut rxb);
-                    for (i, &(from, d)) in round.iter().enumerate() {
-                        self.counters.udp_rx += 1;
-                        self.on_datagram(from, d, &mut rxb, i, now).await;
-                    }
-                    self.counters.udp_rx_parallel_rounds = rxb.parallel_rounds;
-                    self.counters.udp_rx_parallel = rxb.parallel_packets;
-                    self.rxb = rxb;
+                    self.on_udp_round(rx).await;
                     if n < batch::RX_BATCH {
                         break;
                     }
@@ -281,6 +259,46 @@ impl Shell {
                     break;
                 }
             }
+        }
+    }
+
+    /// Runs what one `recvmmsg` call received (on the loop or by a reader
+    /// thread) through decryption and the pipeline: its data messages are
+    /// decrypted by peer on the crypto threads, then every datagram goes
+    /// through the pipeline in arrival order (`wg::parallel`); one clock
+    /// read per round. Returns the datagrams (GRO segments) it carried.
+    async fn on_udp_round(&mut self, rx: &UdpRx) -> u64 {
+        self.counters.udp_rx_calls += 1;
+        let now = Instant::now();
+        let mut round = Vec::with_capacity(rx.len());
+        for i in 0..rx.len() {
+            let Some((from, data, seg)) = rx.message(i) else {
+                break;
+            };
+            let from = canonical(from);
+            round.extend(batch::segments(data, seg).map(|d| (from, d)));
+        }
+        let mut rxb = std::mem::take(&mut self.rxb);
+        self.wg.predecrypt(&self.crypto, &round, &mut rxb);
+        for (i, &(from, d)) in round.iter().enumerate() {
+            self.counters.udp_rx += 1;
+            self.on_datagram(from, d, &mut rxb, i, now).await;
+        }
+        self.counters.udp_rx_parallel_rounds = rxb.parallel_rounds;
+        self.counters.udp_rx_parallel = rxb.parallel_packets;
+        self.rxb = rxb;
+        round.len() as u64
+    }
+
+    /// A round a reader thread received (`interface.udp_sockets` > 1); the
+    /// buffer goes back to its reader.
+    pub(super) async fn on_udp_batch(&mut self, b: super::udp_readers::UdpBatch) {
+        let n = self.on_udp_round(&b.rx).await;
+        if let Some(c) = self.counters.udp_rx_by_socket.get_mut(b.socket) {
+            *c += n;
+        }
+        if let Some(r) = &self.udp_readers {
+            r.give_back(b);
         }
     }
 

@@ -30,7 +30,10 @@
 //! skips the pipeline altogether (benchmarks only: [`bypass`]).
 //! `[interface] tun_queues` > 1 opens a multi-queue TUN: the loop reads every
 //! queue and each queue is written by its own thread, flows hashed to queues
-//! ([`tun_writer`]). `[interface] crypto_threads` > 1 spreads
+//! ([`tun_writer`]). `[interface] udp_sockets` > 1 binds the WireGuard port
+//! several times (`SO_REUSEPORT`), each socket read by its own thread that
+//! hands its `recvmmsg` batches to the loop ([`udp_readers`]).
+//! `[interface] crypto_threads` > 1 spreads
 //! the WireGuard crypto of a batch over threads by peer
 //! ([`crate::wg::parallel`]); the pipeline stays on the loop. Netstack mode has no TUN
 //! (the TUN arm of the loop never fires, nothing is queued for it) but uses
@@ -75,6 +78,7 @@ pub mod privs;
 pub mod reload;
 pub mod tun;
 pub mod tun_writer;
+pub mod udp_readers;
 
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::verdict::{DropReason, Verdict};
@@ -108,6 +112,9 @@ pub struct RunSettings {
     /// `interface.tun_queues` (1: one queue, written by the loop; 0: one
     /// per core; more: a multi-queue TUN with a writer thread per queue).
     pub tun_queues: u16,
+    /// `interface.udp_sockets` (1: one socket, read by the loop; 0: one per
+    /// core; more: `SO_REUSEPORT` sockets, each read by its own thread).
+    pub udp_sockets: u16,
     pub pipeline: PipelineConfig,
     /// TUN device or the userspace stack.
     pub mode: crate::config::Mode,
@@ -156,6 +163,8 @@ pub struct IoCounters {
     pub udp_tx_parallel: u64,
     /// Packets read from each TUN queue (`interface.tun_queues`).
     pub tun_rx_by_queue: Vec<u64>,
+    /// Datagrams received on each UDP socket (`interface.udp_sockets`).
+    pub udp_rx_by_socket: Vec<u64>,
     /// Drops and rejects by reason name (`kill_switch`, `spoofed_source`, ...).
     pub drops: BTreeMap<&'static str, u64>,
 }
@@ -206,7 +215,15 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         )?;
         (Some(d), more)
     };
-    let (udp, dual) = tun::bind_udp(settings.wg.listen_port)?;
+    let sockets = match settings.udp_sockets {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => usize::from(n),
+    };
+    let (mut udp_group, dual) = tun::bind_udp_group(settings.wg.listen_port, sockets)?;
+    if udp_group.is_empty() {
+        anyhow::bail!("no UDP socket bound");
+    }
+    let udp = udp_group.remove(0);
     let eve = match &settings.eve_log {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::OpenOptions::new()
@@ -317,12 +334,31 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             .map(batched::async_queue)
             .collect::<anyhow::Result<Vec<_>>>()?;
         let (gro, gso) = batched::udp_offloads(&udp);
+        // more than one socket: every one (the first through a `dup`, as
+        // the loop sends from it) is read by a thread of its own
+        let udp_readers = if udp_group.is_empty() {
+            None
+        } else {
+            let mut all = vec![udp.try_clone().context("UDP socket dup")?];
+            all.append(&mut udp_group);
+            if gro {
+                for s in &all[1..] {
+                    use std::os::fd::AsRawFd;
+                    batch::enable_gro(s.as_raw_fd());
+                }
+            }
+            match udp_readers::UdpReaders::start(all, gro, crate::wg::MAX_PACKET) {
+                Ok(r) => Some(r),
+                Err(e) => anyhow::bail!("UDP reader threads: {e}"),
+            }
+        };
         tracing::info!(
             udp_gro = gro,
             udp_gso = gso,
             tun_vnet_hdr = tun_vnet,
             tun_queues = 1 + tun_more.len(),
             tun_writer_threads = tun_out.threads(),
+            udp_sockets = udp_readers.as_ref().map_or(1, udp_readers::UdpReaders::threads),
             "batched IO"
         );
         let udp = tokio::net::UdpSocket::from_std(udp).context("UDP async")?;
@@ -382,6 +418,7 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             net,
             net_deadline: None,
             udp,
+            udp_readers,
             dual,
             wg,
             pipeline,
@@ -431,6 +468,9 @@ struct Shell {
     health: health::Checker,
     health_rx: tokio::sync::mpsc::Receiver<health::HealthResult>,
     udp: tokio::net::UdpSocket,
+    /// With `interface.udp_sockets` > 1: the threads that read the sockets
+    /// (the loop then never reads `udp`, only sends from it).
+    udp_readers: Option<udp_readers::UdpReaders>,
     dual: bool,
     wg: WgDevice,
     pipeline: Pipeline,
@@ -503,6 +543,12 @@ impl Shell {
         let mut tun_pool = batched::TunPool::new(self.settings.mtu, self.tun_vnet);
         let mut tun_next = 0;
         self.counters.tun_rx_by_queue = vec![0; 1 + self.tun_more.len()];
+        self.counters.udp_rx_by_socket = vec![
+            0;
+            self.udp_readers
+                .as_ref()
+                .map_or(1, udp_readers::UdpReaders::threads)
+        ];
         let mut rx = batch::UdpRx::new(self.rx_gro, crate::wg::MAX_PACKET);
         self.restart_health_checks();
         loop {
@@ -527,9 +573,12 @@ impl Shell {
                     self.read_tun_queue(q, &mut tun_pool).await.context("TUN read")?;
                     self.on_tun_batch(&mut tun_pool).await;
                 }
-                r = self.udp.readable() => {
+                r = udp_readable(&self.udp, self.udp_readers.is_none()) => {
                     r.context("UDP wait")?;
                     self.on_udp_ready(&mut rx).await;
+                }
+                Some(b) = udp_batch(&mut self.udp_readers) => {
+                    self.on_udp_batch(b).await;
                 }
                 h = net_next(&mut self.net) => {
                     let now = Instant::now();
@@ -640,6 +689,14 @@ impl Shell {
             for (q, n) in self.tun_out.queued.iter().enumerate() {
                 m.insert(format!("tun_tx_q{q}"), *n);
             }
+        }
+        if let Some(r) = &self.udp_readers {
+            // per socket of the SO_REUSEPORT group: datagrams received;
+            // receive errors the reader threads met
+            for (s, n) in c.udp_rx_by_socket.iter().enumerate() {
+                m.insert(format!("udp_rx_s{s}"), *n);
+            }
+            m.insert("udp_rx_errors".to_string(), r.errors());
         }
         for (k, v) in &c.drops {
             m.insert(format!("drop_{k}"), *v);
@@ -1145,6 +1202,7 @@ impl RunSettings {
             user: c.interface.user.clone(),
             crypto_threads: c.interface.crypto_threads,
             tun_queues: c.interface.tun_queues,
+            udp_sockets: c.interface.udp_sockets,
             pipeline: PipelineConfig::from_config(c),
             mode: c.interface.mode,
             netstack: c.netstack.clone(),
@@ -1204,6 +1262,24 @@ async fn tun_readable(
         Poll::Pending
     })
     .await
+}
+
+/// Waits until the UDP socket is readable, or never when the loop does not
+/// read it (`read` false: reader threads do).
+async fn udp_readable(udp: &tokio::net::UdpSocket, read: bool) -> std::io::Result<()> {
+    if read {
+        udp.readable().await
+    } else {
+        std::future::pending().await
+    }
+}
+
+/// The next batch from the UDP reader threads, or never without them.
+async fn udp_batch(r: &mut Option<udp_readers::UdpReaders>) -> Option<udp_readers::UdpBatch> {
+    match r {
+        Some(r) => r.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next host-side happening, or never (TUN mode).

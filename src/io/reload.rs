@@ -147,6 +147,7 @@ pub fn needs_restart(old: &RunSettings, new: &RunSettings) -> Vec<String> {
         "interface.crypto_threads",
     );
     check(old.tun_queues != new.tun_queues, "interface.tun_queues");
+    check(old.udp_sockets != new.udp_sockets, "interface.udp_sockets");
     check(old.ops.control != new.ops.control, "[control]");
     check(old.ops.metrics != new.ops.metrics, "metrics.listen");
     check(

@@ -30,7 +30,7 @@
 use anyhow::{anyhow, bail, Context};
 use ipnetwork::IpNetwork;
 use socket2::{Domain, Protocol, Socket, Type};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 
 /// Opens and configures the TUN device (synchronous; no runtime needed).
@@ -183,25 +183,66 @@ pub fn add_ipv6(ifname: &str, addr: Ipv6Addr, prefix: u8) -> anyhow::Result<()> 
 /// Binds the WireGuard UDP socket: dual-stack `[::]:port`, else `0.0.0.0:port`.
 /// Returns the std socket (non-blocking) and whether it is IPv6 (dual-stack).
 pub fn bind_udp(port: u16) -> anyhow::Result<(std::net::UdpSocket, bool)> {
-    let v6 = (|| -> std::io::Result<Socket> {
-        let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
-        s.set_only_v6(false)?;
-        s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
-        Ok(s)
-    })();
-    let (sock, is_v6) = match v6 {
-        Ok(s) => (s, true),
+    let (mut v, dual) = bind_udp_group(port, 1)?;
+    let s = v.pop().ok_or_else(|| anyhow!("no UDP socket"))?;
+    Ok((s, dual))
+}
+
+/// [`bind_udp`] `n` times on one port with `SO_REUSEPORT` when `n` > 1 (the
+/// kernel then spreads datagrams over the sockets by 4-tuple hash; see
+/// `io::udp_readers`). With `port` 0 the first socket picks the port and the
+/// others join it. All sockets are non-blocking.
+pub fn bind_udp_group(port: u16, n: usize) -> anyhow::Result<(Vec<std::net::UdpSocket>, bool)> {
+    match bind_udp_group_on(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port, n) {
+        Ok(v) => Ok((v, true)),
         Err(e6) => {
-            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
-                .and_then(|s| {
-                    s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
-                    Ok(s)
-                })
+            let v = bind_udp_group_on(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port, n)
                 .map_err(|e4| anyhow!("cannot bind UDP port {port}: [::]: {e6}; 0.0.0.0: {e4}"))?;
             tracing::warn!(error = %e6, "IPv6 unavailable: WireGuard listens on IPv4 only");
-            (s, false)
+            Ok((v, false))
         }
-    };
-    sock.set_nonblocking(true)?;
-    Ok((sock.into(), is_v6))
+    }
+}
+
+/// `n` UDP sockets on `ip:port` (IPv6: dual-stack), `SO_REUSEPORT` when
+/// `n` > 1.
+pub fn bind_udp_group_on(
+    ip: IpAddr,
+    port: u16,
+    n: usize,
+) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    let mut port = port;
+    let mut out = Vec::with_capacity(n.max(1));
+    for _ in 0..n.max(1) {
+        let s = Socket::new(
+            Domain::for_address(SocketAddr::new(ip, 0)),
+            Type::DGRAM,
+            Some(Protocol::UDP),
+        )?;
+        if ip.is_ipv6() {
+            s.set_only_v6(false)?;
+        }
+        if n > 1 {
+            let one: libc::c_int = 1;
+            // SAFETY: SO_REUSEPORT takes an int; the pointer and length match.
+            let rc = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_REUSEPORT,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        s.bind(&SocketAddr::new(ip, port).into())?;
+        s.set_nonblocking(true)?;
+        let s: std::net::UdpSocket = s.into();
+        port = s.local_addr()?.port();
+        out.push(s);
+    }
+    Ok(out)
 }
