@@ -47,6 +47,9 @@ pub const TUN_BATCH: usize = 64;
 pub const TUN_BATCH_TSO: usize = 16;
 /// `recvmmsg` calls per readiness event (x `batch::RX_BATCH` messages).
 pub const UDP_ROUNDS: usize = 4;
+/// Reader-thread batches per loop turn (`interface.udp_sockets` > 1): as
+/// many as [`UDP_ROUNDS`] per socket of two.
+pub const READER_ROUNDS: usize = 2 * UDP_ROUNDS;
 
 /// Whether to open the TUN with IFF_VNET_HDR and coalesce TCP segments
 /// before writing (off with `PORTCULLIS_NO_TUN_OFFLOAD`, for comparisons).
@@ -290,15 +293,25 @@ impl Shell {
         round.len() as u64
     }
 
-    /// A round a reader thread received (`interface.udp_sockets` > 1); the
-    /// buffer goes back to its reader.
+    /// Rounds the reader threads received (`interface.udp_sockets` > 1):
+    /// `b` and those already waiting behind it, at most [`READER_ROUNDS`]
+    /// per loop turn (as [`UDP_ROUNDS`] calls on the loop); each buffer goes
+    /// back to its reader.
     pub(super) async fn on_udp_batch(&mut self, b: super::udp_readers::UdpBatch) {
-        let n = self.on_udp_round(&b.rx).await;
-        if let Some(c) = self.counters.udp_rx_by_socket.get_mut(b.socket) {
-            *c += n;
-        }
-        if let Some(r) = &self.udp_readers {
-            r.give_back(b);
+        let mut next = Some(b);
+        let mut rounds = 0;
+        while let Some(b) = next.take() {
+            let n = self.on_udp_round(&b.rx).await;
+            if let Some(c) = self.counters.udp_rx_by_socket.get_mut(b.socket) {
+                *c += n;
+            }
+            rounds += 1;
+            if let Some(r) = self.udp_readers.as_mut() {
+                r.give_back(b);
+                if rounds < READER_ROUNDS {
+                    next = r.try_next();
+                }
+            }
         }
     }
 

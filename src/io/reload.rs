@@ -6,7 +6,8 @@
 //! of kept peers survive — see `WgDevice::update_peers`), AllowedIPs and
 //! routes, groups and sets, reject limits, rate and connection limits, event
 //! rates. What waits for a restart (reported, not an error): the interface
-//! (name, addresses, MTU, port, private key, user, crypto threads), the
+//! (name, addresses, MTU, port, private key, user, crypto threads, TUN
+//! queues, UDP sockets), the
 //! control socket, the
 //! metrics address, the EVE and capture files, conntrack and fragment sizes,
 //! log level and format, the interface mode. In netstack mode the `[netstack]`
@@ -223,6 +224,30 @@ rule_files = ["*.rules"]
         std::iter::from_fn(|| ids.poll_alert())
             .map(|a| a.sid)
             .collect()
+    }
+
+    /// The thread and queue counts of the interface are fixed at start: a
+    /// reload that changes one reports it as waiting for a restart, and a
+    /// reload that changes none reports nothing.
+    #[test]
+    fn thread_and_queue_counts_need_a_restart() {
+        let (_dir, cfg) = setup("");
+        let origin = cfg.display().to_string();
+        let settings = |extra: &str| {
+            let text = BASE.replace("[interface]", &format!("[interface]\n{extra}"));
+            let c = crate::config::load_str(&text, &origin).unwrap();
+            RunSettings::from_config(&c).unwrap()
+        };
+        let old = settings("");
+        assert!(needs_restart(&old, &settings("")).is_empty());
+        for (line, key) in [
+            ("crypto_threads = 2", "interface.crypto_threads"),
+            ("tun_queues = 2", "interface.tun_queues"),
+            ("udp_sockets = 2", "interface.udp_sockets"),
+        ] {
+            let got = needs_restart(&old, &settings(line));
+            assert_eq!(got, vec![key.to_string()], "{line}");
+        }
     }
 
     #[test]

@@ -88,6 +88,11 @@ impl UdpReaders {
         self.batches.recv().await
     }
 
+    /// A filled buffer that is already waiting, if any (no wait).
+    pub fn try_next(&mut self) -> Option<UdpBatch> {
+        self.batches.try_recv().ok()
+    }
+
     /// Gives a buffer back to its reader.
     pub fn give_back(&self, b: UdpBatch) {
         if let Some(g) = self.back.get(b.socket) {
@@ -113,15 +118,15 @@ impl Drop for UdpReaders {
     }
 }
 
-/// Waits up to [`POLL_MS`] for `fd` to be readable; `false`: timed out.
-fn wait_readable(fd: RawFd) -> bool {
+/// Waits up to [`POLL_MS`] for `fd` to be readable (or an error).
+fn wait_readable(fd: RawFd) {
     let mut p = libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     };
     // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, POLL_MS) > 0 }
+    unsafe { libc::poll(&mut p, 1, POLL_MS) };
 }
 
 fn read_loop(
@@ -140,17 +145,18 @@ fn read_loop(
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
             Err(_) => return,
         };
+        // read first, wait only when there is nothing (under load one
+        // system call per batch, as on the loop)
         loop {
             if stop.load(Ordering::Relaxed) || to_loop.is_closed() {
                 return;
             }
-            if !wait_readable(fd) {
-                continue;
-            }
             match rx.recv(fd) {
                 Ok(0) => {}
                 Ok(_) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    wait_readable(fd);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     errors.fetch_add(1, Ordering::Relaxed);
