@@ -9,7 +9,7 @@
 //!   (`rule[3].dport`, array indices from 0), the bad value and what is
 //!   expected. Unknown keys are errors, with a "did you mean" hint.
 //! - The result is compiled: peers are zones ([`ZoneTable`]), names and sets
-//!   are resolved, rules are [`Rule`]s in three [`ChainDef`]s, durations are
+//!   are resolved, rules are [`Rule`](crate::rules::Rule)s in three [`ChainDef`]s, durations are
 //!   [`std::time::Duration`]s, keys are bytes.
 //!
 //! Behaviour borrowed from elsewhere, and where it deliberately differs:

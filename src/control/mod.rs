@@ -12,7 +12,7 @@
 //! `peers`, `conntrack` (filters: addr, port, peer, state, proto; `flush`;
 //! `limit`), `rules`, `stats`, `reload`, `nat` (NAT bindings with the
 //! conntrack filters, load-balancer backends, NAT counters), `nat_drain` /
-//! `nat_undrain` (`backend`: "ADDR[:PORT]", optional `rule`), `block`
+//! `nat_undrain` (`backend`: `"ADDR[:PORT]"`, optional `rule`), `block`
 //! (`addr`: "ADDR", "NET/PREFIX", "peer:NAME" or "peer:KEY"; optional
 //! `ttl_secs`, default `blocklist.default_ttl`; optional `reason`),
 //! `unblock` (`addr`), `blocklist`. Unknown fields are errors; a newer version is refused with

@@ -33,7 +33,7 @@
 //! table is full, keys idle for longer than every window are swept (at most
 //! once per second), and if it is still full an arbitrary key (the keyed
 //! hash makes it unpredictable) is evicted; evictions are counted.
-//! Rate counters use [`SLOTS`] sub-windows (exact when the attempts fall in
+//! Rate counters use [`SLOTS`](crate::anomaly::SLOTS) sub-windows (exact when the attempts fall in
 //! one slot; otherwise a slot's counts leave the window all at once).
 //!
 //! Sans IO: `now` is a parameter.

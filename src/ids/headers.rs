@@ -8,7 +8,7 @@
 //! (`tor.rules`, `ciarmy.rules`, `compromised.rules`: ~800 TCP rules of ten
 //! addresses each), so this index is by address instead: a one-directional
 //! rule whose source (else destination) set is made of narrow intervals
-//! (at most [`MAX_SPAN`] + 1 addresses each) is found through those
+//! (at most `MAX_SPAN` + 1 addresses each) is found through those
 //! intervals; every other rule (bidirectional, or wide on both sides such as
 //! `$EXTERNAL_NET -> $HOME_NET`) is always a candidate.
 //!
@@ -16,7 +16,7 @@
 //! repeats, a superset of the rules whose source and destination sets hold
 //! the given addresses (a rule left out cannot fit); the caller still tests
 //! each candidate in full. Work per lookup: a binary search per side plus
-//! the intervals starting within [`MAX_SPAN`] below the address.
+//! the intervals starting within `MAX_SPAN` below the address.
 
 use super::rule::Signature;
 

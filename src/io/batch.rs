@@ -7,7 +7,7 @@
 //!   UDP_GRO)`, Linux >= 5.0, net/ipv4/udp_offload.c) one message may carry
 //!   several datagrams of the same flow glued together; the kernel reports
 //!   their size in a `SOL_UDP/UDP_GRO` control message (every segment has that
-//!   size except the last, which may be shorter) and [`UdpRx::segments`] splits
+//!   size except the last, which may be shorter) and [`segments`] splits
 //!   them again, so callers always see single WireGuard datagrams.
 //! - [`UdpTx`] collects outgoing datagrams in one arena (no allocation per
 //!   datagram: callers encrypt straight into [`UdpTx::reserve`]) and

@@ -18,7 +18,7 @@
 //!   tasks read the sockets and hand complete requests to the loop, which
 //!   answers from the state it owns (no locks, no shared state).
 //!
-//! The data path is batched ([`batched`], [`batch`], [`offload`]): one TUN
+//! The data path is batched (`batched`, [`batch`], [`offload`]): one TUN
 //! readiness event reads up to 64 packets, one UDP readiness event calls
 //! `recvmmsg` (UDP GRO on), datagrams are decrypted into one buffer and
 //! encrypted straight into a send arena that is flushed with `sendmmsg` (UDP
@@ -356,7 +356,7 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             udp_gro = gro,
             udp_gso = gso,
             tun_vnet_hdr = tun_vnet,
-            tun_queues = 1 + tun_more.len(),
+            tun_queues = if tun.is_some() { 1 + tun_more.len() } else { 0 },
             tun_writer_threads = tun_out.threads(),
             udp_sockets = udp_readers.as_ref().map_or(1, udp_readers::UdpReaders::threads),
             "batched IO"

@@ -3,7 +3,7 @@
 //! the resolver choice. Runs inside the single-owner shell of [`crate::io`]:
 //! [`NetShell::dispatch`] turns the core's [`NetEvent`]s into socket tasks
 //! and commands; the tasks report back through one channel
-//! ([`NetShell::recv`]) as [`HostInput`]s.
+//! ([`NetShell::next`]) as [`HostInput`]s.
 //!
 //! Per flow there are at most two small tasks: a reader (reads the host
 //! socket only as far as the core granted: back-pressure host -> tunnel) and a

@@ -49,7 +49,7 @@
 //! HTTP keep-alive connection is decided by its first request's Host —
 //! except DNS over TCP (RFC 7766 lets a client pipeline many queries on one
 //! connection): an accepted one is read on, every later query decided by
-//! all its question names ([`DnsStream`]; a blocked one cuts the
+//! all its question names (`DnsStream`; a blocked one cuts the
 //! connection like the first, bytes past those read are dropped so the
 //! server never gets a query the rules did not see).
 //!
