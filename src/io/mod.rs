@@ -342,7 +342,8 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             let mut all = vec![udp.try_clone().context("UDP socket dup")?];
             all.append(&mut udp_group);
             if gro {
-                for s in &all[1..] {
+                // the first has it already (`udp_offloads`)
+                for s in all.iter().skip(1) {
                     use std::os::fd::AsRawFd;
                     batch::enable_gro(s.as_raw_fd());
                 }
