@@ -5,7 +5,9 @@
 //!   packets, into a fixed pool ([`TunPool`]); each packet then goes through
 //!   the pipeline in order. (The `tun` crate's `AsyncDevice` reads one packet
 //!   per wake-up; we keep the crate to open and configure the device and
-//!   drive its fd ourselves with tokio's `AsyncFd`.)
+//!   drive its fd ourselves with tokio's `AsyncFd`.) A multi-queue TUN
+//!   (`interface.tun_queues`) has one such fd per queue; the loop waits on
+//!   all of them and reads the ready one the same way.
 //! - UDP: one readiness event calls `recvmmsg` ([`batch::UdpRx`], GRO on when
 //!   the kernel has it) until `EAGAIN` or [`UDP_ROUNDS`] calls; each datagram
 //!   is decrypted into the shell's one decryption buffer
@@ -13,7 +15,10 @@
 //!   (`interface.crypto_threads`), a round's data messages from several
 //!   peers are first decrypted by peer in parallel
 //!   ([`crate::wg::parallel`]), then every datagram of the round goes
-//!   through the pipeline in arrival order on the loop.
+//!   through the pipeline in arrival order on the loop. With several
+//!   `SO_REUSEPORT` sockets (`interface.udp_sockets`) reader threads make
+//!   the `recvmmsg` calls ([`super::udp_readers`]) and the loop runs each
+//!   batch they hand over the same way ([`Shell::on_udp_batch`]).
 //! - Encryption goes straight into the send arena
 //!   ([`crate::wg::WgDevice::encapsulate_into`] into [`batch::UdpTx::reserve`]);
 //!   with crypto threads, a packet for a peer with a session takes its place
