@@ -45,22 +45,32 @@
 //! flow is pending — forwarding it would let the server assemble bytes the
 //! parser never saw; the client retransmits it after the gap is filled
 //! (RFC 9293 §3.10.7.4). Overlapping data keeps the first copy, as the
-//! buffer only grows at its end. Collecting stops with the decision, so an
-//! HTTP keep-alive connection is decided by its first request's Host —
-//! except DNS over TCP (RFC 7766 lets a client pipeline many queries on one
-//! connection): an accepted one is read on, every later query decided by
-//! all its question names (`DnsStream`; a blocked one cuts the
-//! connection like the first, bytes past those read are dropped so the
-//! server never gets a query the rules did not see).
+//! buffer only grows at its end. Collecting does not stop with the decision
+//! where one connection carries many names:
+//! - DNS over TCP (RFC 7766 lets a client pipeline many queries on one
+//!   connection): an accepted one is read on, every later query decided by
+//!   all its question names (`DnsStream`; a blocked one cuts the
+//!   connection like the first, bytes past those read are dropped so the
+//!   server never gets a query the rules did not see);
+//! - HTTP/1 (keep-alive, pipelining): an accepted connection whose first
+//!   payload was a request (with a Host or without) is read on
+//!   (`HttpStream`, framed by [`super::http_stream`]: bodies skipped by
+//!   their Content-Length or chunked framing, only unfinished header blocks
+//!   buffered); every later request is decided by its own Host, a blocked
+//!   one cutting the connection on the segment that completes its header
+//!   block (as for the first); segments past the bytes read are dropped.
+//!   After a protocol switch (Upgrade, CONNECT) the rest passes unread; bytes
+//!   that cannot be framed are decided once with no name, then pass unread.
 //!
 //! Reloads: a flow decided here is re-checked with its recorded name; a
 //! pending flow stays pending while its first candidate still has L7
 //! predicates. State is freed when the decision is made or the flow ends.
 
+use super::http_stream::{End, HttpFramer};
 use super::trace::{trace_step, Tracer};
 use super::{Event, Pipeline};
 use crate::conntrack::{Dir, FlowId, FlowKey};
-use crate::ids::app::{self, FirstName};
+use crate::ids::app::{self, FirstName, HttpParse};
 use crate::packet::{tcp_flags, PacketMeta, L4};
 use crate::rules::{Action, Decision, L7Kind, L7Name, MatchInput, RuleSet};
 use crate::verdict::{Chain, DropReason, Verdict};
@@ -109,6 +119,22 @@ struct DnsStream {
     skip: usize,
 }
 
+/// An accepted HTTP/1 flow whose later requests are each decided by their
+/// Host (keep-alive and pipelining: many requests on one connection).
+#[derive(Debug)]
+struct HttpStream {
+    orig: FlowKey,
+    chain: Chain,
+    /// The flow's first packet as the rules saw it (after DNAT).
+    first: MatchInput,
+    /// Sequence number of the next client byte.
+    next_seq: u32,
+    /// Where the stream is: header block, body, chunk (`http_stream`).
+    framer: HttpFramer,
+    /// Requests to pass undecided: the first one, decided already.
+    skip_requests: usize,
+}
+
 /// A UDP flow whose client datagrams are each decided by their names.
 #[derive(Debug)]
 struct Watched {
@@ -129,6 +155,9 @@ pub(super) struct L7State {
     watched: HashMap<FlowId, Watched>,
     /// TCP flows accepted by a DNS name: every later query is decided too.
     dns_streams: HashMap<FlowId, DnsStream>,
+    /// HTTP flows accepted by an L7 decision: every later request is
+    /// decided by its own Host.
+    http_streams: HashMap<FlowId, HttpStream>,
     /// Sum of the pending buffers' lengths.
     bytes: usize,
     /// The flow `start` registered last (read right after flow creation).
@@ -153,6 +182,11 @@ pub struct L7Stats {
     pub datagrams_decided: u64,
     /// ... of which dropped or rejected.
     pub datagrams_blocked: u64,
+    /// Later requests on accepted HTTP connections decided by their own
+    /// Host.
+    pub requests_decided: u64,
+    /// ... of which dropped or rejected.
+    pub requests_blocked: u64,
 }
 
 impl L7State {
@@ -160,7 +194,10 @@ impl L7State {
     /// check).
     #[inline(always)]
     pub(super) fn idle(&self) -> bool {
-        self.pending.is_empty() && self.watched.is_empty() && self.dns_streams.is_empty()
+        self.pending.is_empty()
+            && self.watched.is_empty()
+            && self.dns_streams.is_empty()
+            && self.http_streams.is_empty()
     }
 
     /// Forgets an ended flow (only if the slot still holds that flow).
@@ -180,6 +217,11 @@ impl L7State {
             && self.dns_streams.get(&id).is_some_and(|d| d.orig == *orig)
         {
             self.drop_stream(id);
+        }
+        if !self.http_streams.is_empty()
+            && self.http_streams.get(&id).is_some_and(|h| h.orig == *orig)
+        {
+            self.drop_http(id);
         }
     }
 
@@ -205,6 +247,10 @@ impl L7State {
             d.orig.zone = map(d.orig.zone);
             input(&mut d.first);
         }
+        for h in self.http_streams.values_mut() {
+            h.orig.zone = map(h.orig.zone);
+            input(&mut h.first);
+        }
     }
 
     /// Appends client bytes read in order to a DNS-over-TCP flow's stream
@@ -228,6 +274,14 @@ impl L7State {
     fn drop_stream(&mut self, id: FlowId) {
         if let Some(s) = self.dns_streams.remove(&id) {
             self.bytes = self.bytes.saturating_sub(s.buf.len());
+        }
+    }
+
+    /// Stops reading an HTTP flow (its buffered bytes leave the global
+    /// count).
+    fn drop_http(&mut self, id: FlowId) {
+        if let Some(h) = self.http_streams.remove(&id) {
+            self.bytes = self.bytes.saturating_sub(h.framer.buffered());
         }
     }
 
@@ -496,8 +550,8 @@ impl Pipeline {
         if data.is_empty() {
             return None;
         }
-        if self.l7.dns_streams.contains_key(&id) {
-            return self.l7_dns_stream(id, tcp.seq, pkt, meta, now, t);
+        if self.l7.dns_streams.contains_key(&id) || self.l7.http_streams.contains_key(&id) {
+            return self.l7_read_on(id, tcp.seq, pkt, meta, now, t);
         }
         let orig = self.ct.flow(id)?.orig;
         let total = self.l7.bytes;
@@ -598,6 +652,106 @@ impl Pipeline {
                 self.l7.dns_push(id, rest);
                 return self.l7_dns_decide(id, pkt, meta, now, t);
             }
+        } else if matches!(meta.l4, L4::Tcp(_))
+            && matches!(app::parse_http_request(&p.buf), HttpParse::Request(..))
+        {
+            // an HTTP request (with a Host or without): every later request
+            // on the connection is decided by its own Host; the stream is
+            // read again from its start, its first request passing undecided
+            self.l7.http_streams.insert(
+                id,
+                HttpStream {
+                    orig: p.orig,
+                    chain: p.chain,
+                    first: p.first,
+                    next_seq: p.next_seq.wrapping_sub(p.buf.len() as u32),
+                    framer: HttpFramer::new(),
+                    skip_requests: 1,
+                },
+            );
+            let found = self.l7_http_feed(id, &p.buf, t);
+            return self.l7_http_decide(id, found, pkt, meta, now, t);
+        }
+        None
+    }
+
+    /// Feeds client bytes read in order to an HTTP flow's framer: the names
+    /// of the requests they complete (past those to pass undecided), then a
+    /// `None` when the bytes cannot be framed; and whether the reading
+    /// ended.
+    fn l7_http_feed<T: Tracer>(
+        &mut self,
+        id: FlowId,
+        new: &[u8],
+        t: &mut T,
+    ) -> (Vec<Option<L7Name>>, bool) {
+        let Some(s) = self.l7.http_streams.get_mut(&id) else {
+            return (Vec::new(), false);
+        };
+        let before = s.framer.buffered();
+        s.next_seq = s.next_seq.wrapping_add(new.len() as u32);
+        let fed = s.framer.feed(new);
+        let after = s.framer.buffered();
+        let skip = s.skip_requests.min(fed.requests.len());
+        s.skip_requests -= skip;
+        self.l7.bytes = (self.l7.bytes + after).saturating_sub(before);
+        let mut names: Vec<Option<L7Name>> = fed
+            .requests
+            .into_iter()
+            .skip(skip)
+            .map(|h| h.map(|h| L7Name::new(L7Kind::HttpHost, &h)))
+            .collect();
+        if fed.end == Some(End::Unframed) {
+            trace_step!(
+                t,
+                "l7",
+                "flow {}: HTTP stream cannot be framed: no name",
+                id.0
+            );
+            names.push(None);
+        }
+        if let Some(e) = fed.end {
+            trace_step!(
+                t,
+                "l7",
+                "flow {}: HTTP stream no longer read ({:?})",
+                id.0,
+                e
+            );
+        }
+        (names, fed.end.is_some())
+    }
+
+    /// Decides the requests [`Pipeline::l7_http_feed`] found, in order; the
+    /// first one blocked blocks the flow (as for its first request). When
+    /// the reading ended (a protocol switch, or bytes that cannot be
+    /// framed, decided with no name), the rest of the flow passes unread.
+    fn l7_http_decide<T: Tracer>(
+        &mut self,
+        id: FlowId,
+        (names, ended): (Vec<Option<L7Name>>, bool),
+        pkt: &mut [u8],
+        meta: &PacketMeta,
+        now: Instant,
+        t: &mut T,
+    ) -> Option<Verdict> {
+        let s = self.l7.http_streams.get(&id)?;
+        let (chain, first, orig) = (s.chain, s.first, s.orig);
+        for name in names {
+            let d = self.l7_decision(chain, &first, name.as_ref(), now, t);
+            self.l7.stats.requests_decided += 1;
+            if d.action != Action::Accept {
+                self.l7.stats.requests_blocked += 1;
+                self.l7.drop_http(id);
+                return Some(self.l7_block((id, chain, orig.zone), &d, pkt, meta, now, t));
+            }
+            if let Some(f) = self.ct.flow_mut(id) {
+                f.rule = d.rule;
+            }
+            self.l7.named.insert(id, (orig, name));
+        }
+        if ended {
+            self.l7.drop_http(id);
         }
         None
     }
@@ -634,12 +788,13 @@ impl Pipeline {
         }
     }
 
-    /// A client segment of a DNS-over-TCP flow accepted earlier: its bytes
-    /// are read in order and every query they complete is decided by its
-    /// names. A segment past the bytes read so far is dropped (the server
-    /// must not assemble a query the rules did not see; the client
-    /// retransmits), a retransmission of read bytes passes.
-    fn l7_dns_stream<T: Tracer>(
+    /// A client segment of a flow read on after its decision (DNS over
+    /// TCP, HTTP): its bytes are read in order and every query or request
+    /// they complete is decided by its names. A segment past the bytes read
+    /// so far is dropped (the server must not assemble a message the rules
+    /// did not see; the client retransmits), a retransmission of read bytes
+    /// passes.
+    fn l7_read_on<T: Tracer>(
         &mut self,
         id: FlowId,
         seq: u32,
@@ -649,25 +804,61 @@ impl Pipeline {
         t: &mut T,
     ) -> Option<Verdict> {
         let orig = self.ct.flow(id)?.orig;
-        let s = self.l7.dns_streams.get(&id)?;
-        if s.orig != orig {
+        let (of, next_seq, http) = match self.l7.dns_streams.get(&id) {
+            Some(s) => (s.orig, s.next_seq, false),
+            None => {
+                let s = self.l7.http_streams.get(&id)?;
+                (s.orig, s.next_seq, true)
+            }
+        };
+        if of != orig {
             self.l7.drop_stream(id);
+            self.l7.drop_http(id);
             return None;
         }
-        let budget = MAX_PENDING_BYTES.saturating_sub(self.l7.bytes);
-        let unread = unread(payload(pkt, meta), seq, s.next_seq);
-        let Some(new) = unread.ok().filter(|n| n.len() <= budget) else {
-            trace_step!(
-                t,
-                "l7",
-                "flow {}: DNS segment beyond the bytes read (or past the buffer bound) dropped",
-                id.0
-            );
-            self.l7.stats.held_back += 1;
-            return Some(Verdict::Drop(DropReason::L7Pending));
+        let new = match self.read_on(id, seq, next_seq, payload(pkt, meta), t) {
+            Ok(new) => new,
+            Err(v) => return Some(v),
         };
+        if http {
+            let found = self.l7_http_feed(id, new, t);
+            return self.l7_http_decide(id, found, pkt, meta, now, t);
+        }
         self.l7.dns_push(id, new);
         self.l7_dns_decide(id, pkt, meta, now, t)
+    }
+
+    /// The bytes of a client segment (`data`, starting at `seq`) of a flow
+    /// read on after its decision (DNS over TCP, HTTP) past those read so
+    /// far (`next_seq`); or the verdict holding the segment back: it starts
+    /// beyond them (a gap: the server must not assemble bytes the rules did
+    /// not see; the client retransmits), or it would take the buffered
+    /// bytes over [`MAX_PENDING_BYTES`].
+    fn read_on<'a, T: Tracer>(
+        &mut self,
+        id: FlowId,
+        seq: u32,
+        next_seq: u32,
+        data: &'a [u8],
+        t: &mut T,
+    ) -> Result<&'a [u8], Verdict> {
+        let budget = MAX_PENDING_BYTES.saturating_sub(self.l7.bytes);
+        match unread(data, seq, next_seq)
+            .ok()
+            .filter(|n| n.len() <= budget)
+        {
+            Some(new) => Ok(new),
+            None => {
+                trace_step!(
+                    t,
+                    "l7",
+                    "flow {}: segment beyond the bytes read (or past the buffer bound) dropped",
+                    id.0
+                );
+                self.l7.stats.held_back += 1;
+                Err(Verdict::Drop(DropReason::L7Pending))
+            }
+        }
     }
 
     /// Decides every query the bytes of a DNS-over-TCP flow's stream

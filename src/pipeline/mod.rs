@@ -60,6 +60,7 @@
 //! are dropped (reason `invalid`) unless a rule that names the `invalid`
 //! state decides them; such a rule cannot create a flow.
 
+pub mod http_stream;
 pub mod l7;
 pub mod route;
 pub mod stats;

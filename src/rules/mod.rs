@@ -39,8 +39,9 @@
 //!    is final for TCP: accept lets the flow go on; drop/reject cuts it.
 //!    An accepted UDP flow repeats step 2 on every later client datagram
 //!    (each DNS query is decided by its own names; a blocked one is dropped
-//!    alone), and an accepted DNS-over-TCP flow on every later query on the
-//!    connection (a blocked one cuts the connection).
+//!    alone), an accepted DNS-over-TCP flow on every later query on the
+//!    connection, and an accepted HTTP/1 flow on every later request on the
+//!    connection, by its Host (a blocked one cuts the connection).
 //!
 //! The pipeline side (buffering the client's first bytes, what happens to
 //! segments before the decision, resets) is in [`crate::pipeline::l7`].

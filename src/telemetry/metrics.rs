@@ -323,6 +323,8 @@ pub fn render(p: &Pipeline, sh: &ShellMetrics<'_>) -> String {
             ("blocked", l7.blocked),
             ("datagrams_decided", l7.datagrams_decided),
             ("datagrams_blocked", l7.datagrams_blocked),
+            ("requests_decided", l7.requests_decided),
+            ("requests_blocked", l7.requests_blocked),
             ("held_back", l7.held_back),
         ]
         .map(|(k, v)| (k, v as f64)),
