@@ -740,19 +740,41 @@ impl Pipeline {
         for name in names {
             let d = self.l7_decision(chain, &first, name.as_ref(), now, t);
             self.l7.stats.requests_decided += 1;
-            if d.action != Action::Accept {
+            if let Some(v) = self.l7_later((id, chain, orig), &d, name, pkt, meta, now, t) {
                 self.l7.stats.requests_blocked += 1;
-                self.l7.drop_http(id);
-                return Some(self.l7_block((id, chain, orig.zone), &d, pkt, meta, now, t));
+                return Some(v);
             }
-            if let Some(f) = self.ct.flow_mut(id) {
-                f.rule = d.rule;
-            }
-            self.l7.named.insert(id, (orig, name));
         }
         if ended {
             self.l7.drop_http(id);
         }
+        None
+    }
+
+    /// Applies decision `d` on a later message (a DNS query, an HTTP
+    /// request) of flow `id`, read on after its first: a drop or reject
+    /// stops the reading and cuts the flow ([`Pipeline::l7_block`]; `Some`:
+    /// its verdict); an accept records the deciding rule and the name.
+    #[allow(clippy::too_many_arguments)]
+    fn l7_later<T: Tracer>(
+        &mut self,
+        (id, chain, orig): (FlowId, Chain, FlowKey),
+        d: &Decision,
+        name: Option<L7Name>,
+        pkt: &mut [u8],
+        meta: &PacketMeta,
+        now: Instant,
+        t: &mut T,
+    ) -> Option<Verdict> {
+        if d.action != Action::Accept {
+            self.l7.drop_stream(id);
+            self.l7.drop_http(id);
+            return Some(self.l7_block((id, chain, orig.zone), d, pkt, meta, now, t));
+        }
+        if let Some(f) = self.ct.flow_mut(id) {
+            f.rule = d.rule;
+        }
+        self.l7.named.insert(id, (orig, name));
         None
     }
 
@@ -894,15 +916,10 @@ impl Pipeline {
             self.l7.bytes = self.l7.bytes.saturating_sub(used);
             let (d, name) = self.l7_names_decision(chain, &first, &msg, now, t);
             self.l7.stats.datagrams_decided += 1;
-            if d.action != Action::Accept {
+            if let Some(v) = self.l7_later((id, chain, orig), &d, name, pkt, meta, now, t) {
                 self.l7.stats.datagrams_blocked += 1;
-                self.l7.drop_stream(id);
-                return Some(self.l7_block((id, chain, orig.zone), &d, pkt, meta, now, t));
+                return Some(v);
             }
-            if let Some(f) = self.ct.flow_mut(id) {
-                f.rule = d.rule;
-            }
-            self.l7.named.insert(id, (orig, name));
             if oversize {
                 trace_step!(
                     t,
