@@ -324,7 +324,8 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             let fds: Vec<_> = std::iter::once(t.get_ref().as_raw_fd())
                 .chain(more_queues.iter().map(AsRawFd::as_raw_fd))
                 .collect();
-            match tun_writer::TunOut::start(&fds, tun_coalesce, hk.0 ^ 0x7475_6e71) {
+            let hasher = crate::conntrack::FlowHasher::new(hk.0 ^ 0x7475_6e71, hk.1);
+            match tun_writer::TunOut::start(&fds, tun_coalesce, hasher) {
                 Ok(o) => tun_out = o,
                 Err(e) => tracing::warn!(error = %e, "TUN writer threads unavailable: the loop writes every queue"),
             }

@@ -5,7 +5,8 @@
 //!
 //! The event loop queues decrypted packets in one [`TunTx`] per queue
 //! (coalesced into TCP and UDP super-packets); [`flow_queue`] picks the
-//! queue from a keyed hash of the packet's addresses, protocol and ports that
+//! queue from the conntrack's keyed hash ([`FlowHasher`]) of the packet's
+//! addresses, protocol and ports, the two ends in a fixed order, so that it
 //! is the same in both directions. At the flush the loop hands each
 //! non-empty `TunTx` to its queue's writer thread and carries on with a spare
 //! one (at most [`DEPTH`] batches in flight per writer; when none is free the
@@ -31,6 +32,9 @@
 //! With one queue (the default) there is no thread: the loop writes.
 
 use super::offload::{be16, Coalesce, TunTx, TunTxReport};
+use crate::conntrack::{FlowHasher, FlowKey};
+use crate::zone::ZoneId;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 
@@ -39,34 +43,38 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 /// bytes).
 pub const DEPTH: usize = 2;
 
-/// The queue (of `n`) for an IP packet: a hash, keyed by `key`, of its
-/// addresses, protocol and (TCP, UDP, SCTP, UDP-Lite, not a fragment, no
-/// IPv6 extension header) ports, the same for both directions of a flow.
+/// The queue (of `n`) for an IP packet: the conntrack's keyed hash
+/// ([`FlowHasher`]) of its addresses, protocol and (TCP, UDP, SCTP,
+/// UDP-Lite, not a fragment, no IPv6 extension header) ports, with the two
+/// ends in a fixed order so that both directions of a flow agree.
 /// Anything unparsable goes to queue 0.
-pub fn flow_queue(pkt: &[u8], n: usize, key: u64) -> usize {
+pub fn flow_queue(pkt: &[u8], n: usize, hasher: &FlowHasher) -> usize {
     if n <= 1 {
         return 0;
     }
-    let Some(h) = flow_hash(pkt, key) else {
+    let Some(h) = flow_hash(pkt, hasher) else {
         return 0;
     };
     // the high half of a 64x64 multiply: uniform over 0..n
     ((u128::from(h) * n as u128) >> 64) as usize
 }
 
-fn flow_hash(p: &[u8], key: u64) -> Option<u64> {
+fn flow_hash(p: &[u8], hasher: &FlowHasher) -> Option<u64> {
     let (proto, a, b, l4) = match p.first()? >> 4 {
         4 => {
             let ihl = usize::from(p.first()? & 0x0f) * 4;
             let whole = be16(p, 6)? & 0x3fff == 0; // neither MF nor an offset
-            (
-                *p.get(9)?,
-                p.get(12..16)?,
-                p.get(16..20)?,
-                whole.then_some(ihl),
-            )
+            let addr = |at: usize| -> Option<IpAddr> {
+                Some(Ipv4Addr::from(<[u8; 4]>::try_from(p.get(at..at + 4)?).ok()?).into())
+            };
+            (*p.get(9)?, addr(12)?, addr(16)?, whole.then_some(ihl))
         }
-        6 => (*p.get(6)?, p.get(8..24)?, p.get(24..40)?, Some(40)),
+        6 => {
+            let addr = |at: usize| -> Option<IpAddr> {
+                Some(Ipv6Addr::from(<[u8; 16]>::try_from(p.get(at..at + 16)?).ok()?).into())
+            };
+            (*p.get(6)?, addr(8)?, addr(24)?, Some(40))
+        }
         _ => return None,
     };
     let ports = match (proto, l4) {
@@ -74,27 +82,20 @@ fn flow_hash(p: &[u8], key: u64) -> Option<u64> {
         _ => None,
     };
     let (pa, pb) = ports.unwrap_or((0, 0));
-    // each end hashed on its own, then combined in an order-free way
-    let end = |addr: &[u8], port: u16| {
-        let mut h = key ^ u64::from(port).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        for c in addr.chunks(8) {
-            let mut w = [0u8; 8];
-            w.get_mut(..c.len())?.copy_from_slice(c);
-            h = mix(h ^ u64::from_le_bytes(w));
-        }
-        Some(h)
+    // the lower end first: the same key for both directions
+    let ((src, sport), (dst, dport)) = if (a, pa) <= (b, pb) {
+        ((a, pa), (b, pb))
+    } else {
+        ((b, pb), (a, pa))
     };
-    let (ha, hb) = (end(a, pa)?, end(b, pb)?);
-    Some(mix(ha.wrapping_add(hb) ^ (u64::from(proto) << 56)))
-}
-
-/// A 64-bit finalizer (murmur3's fmix64).
-fn mix(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
+    Some(hasher.hash(&FlowKey {
+        zone: ZoneId::TUN,
+        proto,
+        src,
+        dst,
+        sport,
+        dport,
+    }))
 }
 
 /// The loop's TUN output: one batch being filled per queue and, with more
@@ -102,7 +103,7 @@ fn mix(mut h: u64) -> u64 {
 pub struct TunOut {
     cur: Vec<TunTx>,
     writers: Vec<TunWriter>,
-    key: u64,
+    hasher: FlowHasher,
     /// Packets queued for each queue (for `ctl stats`).
     pub queued: Vec<u64>,
 }
@@ -113,14 +114,14 @@ impl TunOut {
         TunOut {
             cur: vec![TunTx::new(coalesce)],
             writers: Vec::new(),
-            key: 0,
+            hasher: FlowHasher::new(0, 0),
             queued: vec![0],
         }
     }
 
     /// One writer thread per queue fd in `fds` (at least two), flows hashed
-    /// to them with `key`.
-    pub fn start(fds: &[RawFd], coalesce: Coalesce, key: u64) -> std::io::Result<TunOut> {
+    /// to them with `hasher`.
+    pub fn start(fds: &[RawFd], coalesce: Coalesce, hasher: FlowHasher) -> std::io::Result<TunOut> {
         let writers = fds
             .iter()
             .enumerate()
@@ -129,7 +130,7 @@ impl TunOut {
         Ok(TunOut {
             cur: fds.iter().map(|_| TunTx::new(coalesce)).collect(),
             writers,
-            key,
+            hasher,
             queued: vec![0; fds.len()],
         })
     }
@@ -147,7 +148,7 @@ impl TunOut {
     /// Queues a packet for its flow's queue; `false`: that batch is full
     /// (flush, then push again).
     pub fn push(&mut self, pkt: &[u8]) -> bool {
-        let q = flow_queue(pkt, self.cur.len(), self.key);
+        let q = flow_queue(pkt, self.cur.len(), &self.hasher);
         let (Some(t), Some(c)) = (self.cur.get_mut(q), self.queued.get_mut(q)) else {
             return false;
         };
@@ -332,8 +333,9 @@ mod sharding_tests {
             let proto = if tcp { 6 } else { 17 };
             let there = ip_packet(v6, proto, &a, &b, pa, pb, 0);
             let back = ip_packet(v6, proto, &b, &a, pb, pa, 0);
-            prop_assert_eq!(flow_queue(&there, n, key), flow_queue(&back, n, key));
-            prop_assert!(flow_queue(&there, n, key) < n);
+            let h = FlowHasher::new(key, !key);
+            prop_assert_eq!(flow_queue(&there, n, &h), flow_queue(&back, n, &h));
+            prop_assert!(flow_queue(&there, n, &h) < n);
         }
     }
 
@@ -346,7 +348,7 @@ mod sharding_tests {
                 let mut per = vec![0u32; n];
                 for port in 40_000..42_000u16 {
                     let p = ip_packet(v6, 6, &[100; 16], &[203; 16], port, 5201, 0);
-                    per[flow_queue(&p, n, 0x1234)] += 1;
+                    per[flow_queue(&p, n, &FlowHasher::new(0x1234, 5))] += 1;
                 }
                 let fair = 2_000 / n as u32;
                 for (q, c) in per.iter().enumerate() {
@@ -364,19 +366,21 @@ mod sharding_tests {
     /// that is not IP, and everything when there is one queue.
     #[test]
     fn fragments_stay_together_and_junk_goes_to_queue_0() {
-        for key in 0..64u64 {
-            let first = ip_packet(false, 17, &[1; 16], &[2; 16], 1000 + key as u16, 53, 0x2000);
+        for k in 0..64u64 {
+            let key = &FlowHasher::new(k, 7);
+            let first = ip_packet(false, 17, &[1; 16], &[2; 16], 1000 + k as u16, 53, 0x2000);
             let later = ip_packet(false, 17, &[1; 16], &[2; 16], 7, 9, 0x0010);
             let last = ip_packet(false, 17, &[1; 16], &[2; 16], 7, 9, 0x0020);
             let q = flow_queue(&first, 4, key);
             assert_eq!(flow_queue(&later, 4, key), q);
             assert_eq!(flow_queue(&last, 4, key), q);
         }
-        assert_eq!(flow_queue(&[], 4, 1), 0);
-        assert_eq!(flow_queue(&[0x45, 0, 0], 4, 1), 0);
-        assert_eq!(flow_queue(&[0x20; 60], 4, 1), 0);
+        let h = FlowHasher::new(1, 2);
+        assert_eq!(flow_queue(&[], 4, &h), 0);
+        assert_eq!(flow_queue(&[0x45, 0, 0], 4, &h), 0);
+        assert_eq!(flow_queue(&[0x20; 60], 4, &h), 0);
         let p = ip_packet(true, 6, &[1; 16], &[2; 16], 1, 2, 0);
-        assert_eq!(flow_queue(&p, 1, 1), 0);
+        assert_eq!(flow_queue(&p, 1, &h), 0);
     }
 
     /// With two queues (pipes here), every flow's packets end up on one
@@ -388,7 +392,7 @@ mod sharding_tests {
         let mut out = TunOut::start(
             &[w0.as_raw_fd(), w1.as_raw_fd()],
             Coalesce::default(),
-            0xfeed,
+            FlowHasher::new(0xfeed, 0xbeef),
         )
         .unwrap();
         drop((w0, w1));
